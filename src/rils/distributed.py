@@ -1,0 +1,39 @@
+"""torch.distributed helpers: who am I, and gathering features across ranks with their gradient."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all ranks along dim 0, rank order.
+
+    The backward sums every rank's gradient for this rank's rows (torch.distributed.nn's all_gather
+    reduce-scatters it), so with DDP's gradient averaging, a loss that every rank computes on the
+    global batch has exactly the gradient it would have on one device with the whole batch.
+    """
+    if not is_distributed():
+        return x
+    import torch.distributed.nn.functional as dist_fn
+    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, no gradient (counts, normalisers, logged values)."""
+    if not is_distributed():
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x

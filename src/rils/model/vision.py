@@ -1,0 +1,65 @@
+"""Vision encoder: a plain timm VisionTransformer trunk driven part by part for masked encoding (Eq. 1)."""
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..presets import Preset
+from .pos_embed import sincos_2d
+
+
+class VisionEncoder(nn.Module):
+    """`trunk` is a timm ViT (cls token, fixed sin-cos positions); `head.proj` is θ (Eq. 4, 7).
+
+    Names follow open_clip's TimmModel (`trunk`, `head.proj`) so the tower maps onto it one to one.
+    """
+
+    def __init__(self, preset: Preset, with_projection: bool = True, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.trunk = timm.create_model(preset.timm_model_name, pretrained=False,
+                                       drop_path_rate=drop_path_rate, **preset.timm_kwargs())
+        # Fixed 2-D sin-cos position embedding, as in MAE; kept as a (frozen) parameter so the
+        # state dict stays that of a plain timm ViT.
+        self.trunk.pos_embed.data.copy_(sincos_2d(preset.width, preset.grid_size))
+        self.trunk.pos_embed.requires_grad_(False)
+        self.head = nn.Module()
+        if with_projection:
+            self.head.proj = nn.Linear(preset.width, preset.embed_dim, bias=False)
+        self.grad_checkpointing = False
+
+    @property
+    def num_patches(self) -> int:
+        return self.trunk.patch_embed.num_patches
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, N, W] patch embeddings with positions added, computed once per step
+        and shared by the intact and the masked pass (their results are identical)."""
+        return self.trunk.patch_embed(images) + self.trunk.pos_embed[:, 1:]
+
+    def encode_patches(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode embedded patches (all, or the visible `ids_keep`); returns [B, 1+L, W] after the final norm."""
+        if ids_keep is not None:
+            x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        cls = (self.trunk.cls_token + self.trunk.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = self.trunk.norm_pre(self.trunk.pos_drop(x))
+        if self.grad_checkpointing and self.training:
+            for blk in self.trunk.blocks:
+                x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = self.trunk.blocks(x)
+        return self.trunk.norm(x)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode_patches(self.embed_patches(images))
+
+    @staticmethod
+    def pool(tokens: torch.Tensor) -> torch.Tensor:
+        """f̄ (Sec. 3.2): mean of the patch tokens, cls excluded."""
+        return tokens[:, 1:].mean(dim=1)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """θ(·) (Eq. 4 and 7)."""
+        return self.head.proj(x)

@@ -1,0 +1,168 @@
+"""The embedded demo corpus: deterministic, held out, and faithful to its labels."""
+import hashlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rils.data.demo import COLORS, SHAPES, DemoShapes, zeroshot_templates
+
+# What the colour words mean, independent of the renderer's palette: the colour
+# of a rendered shape must be nearest to the anchor of its name.
+ANCHORS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255),
+           "yellow": (255, 255, 0), "purple": (128, 0, 128), "orange": (255, 140, 0)}
+
+
+def digest(sample) -> str:
+    return hashlib.sha256(sample["image"].tobytes()).hexdigest()
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text))
+
+
+@pytest.fixture(scope="module")
+def val():
+    ds = DemoShapes("val", num_samples=300)
+    return ds, [ds[i] for i in range(len(ds))]
+
+
+def test_item_format_and_sizes():
+    assert len(DemoShapes("train")) == 20000 and len(DemoShapes("val")) == 1000
+    assert len(SHAPES) >= 5 and len(COLORS) >= 6
+    for size in (32, 64, 224):
+        s = DemoShapes("val", num_samples=3, image_size=size)[2]
+        assert isinstance(s["image"], Image.Image) and s["image"].mode == "RGB"
+        assert s["image"].size == (size, size)
+        assert s["seg"].dtype == np.uint8 and s["seg"].shape == (size, size)
+        assert s["seg"].max() <= len(SHAPES)
+        assert 0 <= s["shape"] < len(SHAPES) and 0 <= s["color"] < len(COLORS)
+    with pytest.raises(IndexError):
+        DemoShapes("val", num_samples=3)[3]
+
+
+def test_deterministic_across_instances_and_seeds():
+    for size in (32, 64):
+        a, b = DemoShapes("train", 50, size, seed=3), DemoShapes("train", 50, size, seed=3)
+        for i in (0, 7, 49):
+            x, y = a[i], b[i]
+            assert digest(x) == digest(y)
+            assert np.array_equal(x["seg"], y["seg"])
+            assert (x["caption"], x["captions"], x["shape"], x["color"]) == \
+                   (y["caption"], y["captions"], y["shape"], y["color"])
+    other = DemoShapes("train", 50, 64, seed=4)
+    assert sum(digest(other[i]) == digest(a[i]) for i in range(10)) == 0
+    # A sample does not depend on the dataset length.
+    assert digest(DemoShapes("train", 5, 64, seed=3)[2]) == digest(DemoShapes("train", 50, 64, seed=3)[2])
+
+
+def test_deterministic_across_processes():
+    code = ("import hashlib; from rils.data.demo import DemoShapes; d = DemoShapes('val', 20);"
+            "print(hashlib.sha256(b''.join(d[i]['image'].tobytes() + d[i]['caption'].encode()"
+            " for i in range(20))).hexdigest())")
+    ds = DemoShapes("val", 20)
+    here = hashlib.sha256(b"".join(ds[i]["image"].tobytes() + ds[i]["caption"].encode()
+                                   for i in range(20))).hexdigest()
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert here == there
+
+
+def test_train_and_val_are_disjoint(val):
+    _, items = val
+    train = DemoShapes("train", num_samples=300)
+    train_hashes = {digest(train[i]) for i in range(len(train))}
+    val_hashes = {digest(s) for s in items}
+    assert len(train_hashes) == 300 and len(val_hashes) == 300  # no repeats within a split
+    assert not train_hashes & val_hashes
+
+
+def test_captions_are_faithful(val):
+    _, items = val
+    for s in items:
+        assert len(s["captions"]) == 5 and len(set(s["captions"])) == 5
+        assert s["caption"] in s["captions"]
+        present = {SHAPES[k - 1] for k in np.unique(s["seg"]) if k}
+        for c in s["captions"]:
+            w = words(c)
+            assert SHAPES[s["shape"]] in w and COLORS[s["color"]] in w, c
+            assert w & set(SHAPES) <= present, c  # no shape that is not in the image
+            if len(present) == 1:  # one shape: exactly its kind and colour
+                assert w & set(SHAPES) == {SHAPES[s["shape"]]}, c
+                assert w & set(COLORS) == {COLORS[s["color"]]}, c
+    # The wording varies across the corpus, not only the nouns.
+    assert len({c.split()[0] for s in items for c in s["captions"]}) >= 5
+
+
+def test_seg_agrees_with_dominant_label(val):
+    _, items = val
+    agree = 0
+    for s in items:
+        counts = np.bincount(s["seg"].ravel(), minlength=len(SHAPES) + 1)
+        counts[0] = 0
+        agree += int(counts.argmax()) == 1 + s["shape"]
+        side = s["seg"].shape[0]
+        assert 0.35**2 * 0.3 < counts[1 + s["shape"]] / side**2 < 0.6**2  # dominant is big
+    assert agree >= 0.98 * len(items)
+
+
+def test_pixels_show_the_named_colour_on_a_light_background(val):
+    _, items = val
+    names = list(ANCHORS)
+    anchors = np.array([ANCHORS[n] for n in names], dtype=float)
+    for s in items[:100]:
+        img = np.asarray(s["image"]).astype(int)
+        seg = s["seg"]
+        colour = np.median(img[seg == 1 + s["shape"]], axis=0)
+        assert names[np.linalg.norm(anchors - colour, axis=1).argmin()] == COLORS[s["color"]]
+        # Background well inside background areas (away from antialiased edges) is light and
+        # unsaturated, so it never looks like any shape colour.
+        inner_bg = (seg == 0)
+        inner_bg[1:-1, 1:-1] &= (seg[:-2, 1:-1] == 0) & (seg[2:, 1:-1] == 0) \
+            & (seg[1:-1, :-2] == 0) & (seg[1:-1, 2:] == 0)
+        assert img[inner_bg].min() >= 160
+        assert colour.min() <= 100
+
+
+def test_labels_match_items(val):
+    ds, items = val
+    assert ds.labels("shape") == [s["shape"] for s in items]
+    assert ds.labels("color") == [s["color"] for s in items]
+    assert DemoShapes.classnames("shape") == list(SHAPES)
+    assert DemoShapes.classnames("color") == list(COLORS)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_classes_are_balanced(split):
+    ds = DemoShapes(split)
+    for task, names in (("shape", SHAPES), ("color", COLORS)):
+        counts = np.bincount(ds.labels(task), minlength=len(names))
+        expected = len(ds) / len(names)
+        assert counts.min() > 0.75 * expected and counts.max() < 1.25 * expected, (task, counts)
+
+
+def test_zeroshot_templates():
+    for task in ("shape", "color"):
+        templates = zeroshot_templates(task)
+        assert len(templates) >= 3
+        for t in templates:
+            assert t.count("{}") == 1
+            assert DemoShapes.classnames(task)[0] in t.format(DemoShapes.classnames(task)[0])
+
+
+@pytest.mark.parametrize("call", [
+    lambda: DemoShapes("test"),
+    lambda: DemoShapes("train", num_samples=0),
+    lambda: DemoShapes("train", image_size=4),
+    lambda: DemoShapes("train", seed=-1),
+    lambda: DemoShapes("val", 10).labels("size"),
+    lambda: DemoShapes.classnames("size"),
+    lambda: zeroshot_templates("size"),
+])
+def test_bad_arguments_raise_value_error(call):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert "\n" not in str(err.value)
