@@ -29,7 +29,7 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 # Saturated colours, each with a channel <= 60 (before jitter), so none can be
 # mistaken for the light, low-saturation backgrounds (all channels >= ~185).
 _RGB = np.array([(215, 35, 35), (40, 160, 60), (35, 75, 215),
-                 (240, 205, 30), (135, 55, 180), (245, 130, 20)])
+                 (245, 222, 25), (135, 55, 180), (245, 130, 20)])
 
 _DEFAULT_SIZES = {"train": 20000, "val": 1000}
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -92,7 +92,7 @@ def _make_layout(rng: np.random.Generator) -> list[_Shape]:
 
 
 def _polygons(name: str) -> list[list[tuple[float, float]]]:
-    """Outline(s) in units of the radius, all within radius _EXTENT / 0.5."""
+    """Outline(s) in units of the radius; all fit within 2 * _EXTENT = 1.12 radii."""
     if name == "square":
         return [[(-0.78, -0.78), (0.78, -0.78), (0.78, 0.78), (-0.78, 0.78)]]
     if name == "triangle":
@@ -256,9 +256,10 @@ class DemoShapes(torch.utils.data.Dataset):
         # A pixel belongs to a shape when at least half of its subpixels do.
         # Shapes never overlap (see _EXTENT), so the block maximum is the
         # shape's label rather than an arbitrary one of two.
-        blocks = np.asarray(lab).reshape(n, k, n, k)
-        covered = 2 * np.count_nonzero(blocks, axis=(1, 3)) >= k * k
-        seg = np.where(covered, blocks.max(axis=(1, 3)), 0).astype(np.uint8)
+        lab = np.asarray(lab)
+        subs = [lab[i::k, j::k] for i in range(k) for j in range(k)]
+        covered = 2 * sum((sub > 0).view(np.uint8) for sub in subs) >= k * k
+        seg = np.where(covered, np.maximum.reduce(subs), 0).astype(np.uint8)
         return image.reduce(k), seg
 
     def labels(self, task: str) -> list[int]:

@@ -1,0 +1,100 @@
+"""Where image-text pairs come from: the demo corpus, a CSV, a folder with caption sidecars
+(map-style, exact epochs), or webdataset shards in the img2dataset layout (streamed)."""
+from __future__ import annotations
+
+import csv
+import tarfile
+from pathlib import Path
+
+import webdataset as wds
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class DemoSource:
+    """The embedded, procedurally rendered corpus (no files)."""
+
+    def __init__(self, num_samples: int, image_size: int, seed: int = 0):
+        from .demo import DemoShapes
+        self.ds = DemoShapes("train", num_samples=num_samples or None, image_size=image_size, seed=seed)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def raw(self, i):
+        item = self.ds[i]
+        return item["image"], item["caption"]
+
+
+class PairListSource:
+    """(image path, caption) pairs; images are read as bytes so a bad file is a counted skip."""
+
+    def __init__(self, pairs: list[tuple[Path, str]]):
+        if not pairs:
+            raise ValueError("the data source holds no image-caption pairs")
+        self.pairs = pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def raw(self, i):
+        path, caption = self.pairs[i]
+        try:
+            return path.read_bytes(), caption
+        except OSError:
+            return b"", caption
+
+
+def csv_source(path: str, image_col: str = "filepath", caption_col: str = "caption", sep: str = ",") -> PairListSource:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path: CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter=sep)
+        for col in (image_col, caption_col):
+            if col not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
+        pairs = [((path.parent / row[image_col]).resolve(), row[caption_col] or "") for row in reader]
+    return PairListSource(pairs)
+
+
+def folder_source(path: str) -> PairListSource:
+    """Images anywhere under `path`, each with a caption in a sidecar file of the same stem
+    (`.txt`), as img2dataset's `files` output writes them. An image without one gets '' (skipped)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.path: folder not found: {root}")
+    pairs = []
+    for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
+        txt = img.with_suffix(".txt")
+        pairs.append((img, txt.read_text(encoding="utf-8", errors="replace") if txt.is_file() else ""))
+    return PairListSource(pairs)
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """Brace patterns like `data/{00000..00099}.tar`; '::' joins several patterns."""
+    urls = wds.shardlists.expand_urls(pattern)
+    local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+    missing = [u for u in local if not Path(u).is_file()]
+    if not urls:
+        raise ValueError(f"data.path: no shards match {pattern!r}")
+    if missing:
+        raise FileNotFoundError(f"data.path: {len(missing)} shard(s) not found, first: {missing[0]}")
+    return urls
+
+
+def count_shard_samples(urls: list[str]) -> int:
+    """Number of samples (distinct keys) in local tar shards, for the epoch length."""
+    total = 0
+    for u in urls:
+        keys = set()
+        try:
+            with tarfile.open(u) as tar:
+                for m in tar:
+                    if m.isfile():
+                        folder, _, base = m.name.rpartition("/")
+                        keys.add((folder, base.split(".", 1)[0]))  # webdataset's grouping key
+        except (tarfile.TarError, OSError):
+            pass  # a truncated shard counts what could be read
+        total += len(keys)
+    return total

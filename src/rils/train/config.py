@@ -1,0 +1,217 @@
+"""Typed configuration: dataclasses are the single source of truth; YAML recipes and `key=value`
+overrides are checked against them. Every bad input raises ConfigError with a one-line message
+that names the key; the CLI turns it into exit status 2."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..methods.base import MethodOptions
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONTRASTIVE = {"clip", "mae_clip", "slip", "rils", "rils_prototypes", "simclr"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "vit_b16"
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    source: str = "demo"          # demo | shards | csv | folder
+    path: str = ""                # shard brace pattern, CSV file, or folder
+    num_samples: int = 0          # epoch size; 0 = count it (shards) or use all (others)
+    resampled: bool = False       # shards drawn with replacement (multi-node runs)
+    shuffle_buffer: int = 1000
+    workers: int = 2
+    min_crop_scale: float = 0.5
+    csv_image_key: str = "filepath"
+    csv_caption_key: str = "caption"
+    csv_separator: str = ","
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128         # per rank
+    epochs: int = 25
+    max_steps: int = 0            # stop after this many steps (0 = run all epochs)
+    lr: float = 5e-4              # at `lr_base_batch`, linearly scaled to the global batch
+    lr_base_batch: int = 4096
+    min_lr: float = 0.0
+    warmup_epochs: float = 1.0
+    warmup_steps: int = 0         # if > 0, overrides warmup_epochs
+    weight_decay: float = 0.5
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float = 1.0        # max global grad norm; 0 = off
+    accum_steps: int = 1
+    precision: str = "bf16"       # bf16 | fp32
+    compile: bool = False
+    checkpoint_every: int = 1000  # steps
+    keep_checkpoints: int = 3     # periodic ones kept besides latest.pt
+    log_every: int = 10
+    device: str = "auto"          # auto | cpu | cuda
+
+
+@dataclass
+class Config:
+    method: str = "rils"
+    output_dir: str = "runs/default"
+    seed: int = 0
+    resume: str = ""              # "" | latest | path to a checkpoint
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: MethodOptions = field(default_factory=MethodOptions)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value, typ):
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif origin is None and dataclasses.is_dataclass(typ):
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def _apply(obj, data: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in hints:
+            raise ConfigError(f"unknown config key {key!r}")
+        typ = hints[k]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{key}: expected a mapping of options, got {v!r}")
+            _apply(getattr(obj, k), v, key + ".")
+        else:
+            setattr(obj, k, _coerce(key, v, typ))
+
+
+def _parse_override(item: str) -> dict:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if value is None:
+        value = ""
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown recipe {name_or_path!r}; recipes: {names}")
+    return candidate
+
+
+def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
+    cfg = Config()
+    if recipe:
+        path = resolve_recipe(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        _apply(cfg, data)
+    for item in overrides:
+        _apply(cfg, _parse_override(item))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    from ..methods import METHODS
+    from ..presets import list_presets
+
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method: unknown method {cfg.method!r}; choose one of {', '.join(sorted(METHODS))}")
+    if cfg.model.preset not in list_presets():
+        raise ConfigError(f"model.preset: unknown preset {cfg.model.preset!r}; choose one of {', '.join(list_presets())}")
+    if not 0.0 < cfg.loss.mask_ratio < 1.0:
+        raise ConfigError(f"loss.mask_ratio: must be in (0, 1), got {cfg.loss.mask_ratio}")
+    checks = [
+        ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
+        ("train.accum_steps", cfg.train.accum_steps >= 1, "must be >= 1"),
+        ("train.epochs", cfg.train.epochs >= 1 or cfg.train.max_steps > 0, "must be >= 1 (or set train.max_steps)"),
+        ("train.max_steps", cfg.train.max_steps >= 0, "must be >= 0"),
+        ("train.lr", cfg.train.lr > 0, "must be > 0"),
+        ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
+        ("train.checkpoint_every", cfg.train.checkpoint_every >= 1, "must be >= 1"),
+        ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
+        ("train.precision", cfg.train.precision in ("bf16", "fp32"), "must be bf16 or fp32"),
+        ("train.device", cfg.train.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+        ("data.source", cfg.data.source in ("demo", "shards", "csv", "folder"), "must be demo, shards, csv or folder"),
+        ("data.workers", cfg.data.workers >= 0, "must be >= 0"),
+        ("data.num_samples", cfg.data.num_samples >= 0, "must be >= 0"),
+        ("loss.tau_target", cfg.loss.tau_target > 0, "must be > 0"),
+        ("loss.tau_pred", cfg.loss.tau_pred > 0, "must be > 0"),
+        ("loss.num_prototypes", cfg.loss.num_prototypes >= 1, "must be >= 1"),
+        ("resume", cfg.resume in ("", "latest") or Path(cfg.resume).is_file(), "must be '', 'latest' or a checkpoint file"),
+    ]
+    for key, ok, msg in checks:
+        if not ok:
+            value = eval_key(cfg, key)
+            raise ConfigError(f"{key}: {msg}, got {value!r}")
+    if cfg.data.source != "demo" and not cfg.data.path:
+        raise ConfigError(f"data.path: required for data.source={cfg.data.source}")
+    if cfg.method in CONTRASTIVE and cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size: {cfg.method} contrasts samples within a batch and needs at least 2 per rank, got {cfg.train.batch_size}")
+
+
+def eval_key(cfg: Config, key: str):
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,35 @@
+"""AdamW with the paper's weight decay on weights only, and warm-up + cosine schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Parameters that never take weight decay besides 1-D ones (norms, biases): embeddings and the
+# logit scale, as in CLIP/SLIP/MAE.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "positional_embedding", "token_embedding",
+                  "logit_scale", "learned_prototypes")
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, base_lr: float, min_lr: float = 0.0):
+    """Multiplier for LambdaLR: linear warm-up, then cosine decay to `min_lr` (Sec. 3.3)."""
+    floor = min_lr / base_lr if base_lr else 0.0
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
