@@ -20,14 +20,29 @@ def rank() -> int:
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from all ranks along dim 0, rank order.
 
-    The backward sums every rank's gradient for this rank's rows (torch.distributed.nn's all_gather
-    reduce-scatters it), so with DDP's gradient averaging, a loss that every rank computes on the
+    The backward sums every rank's gradient for this rank's rows, so with DDP's gradient averaging, a loss that every rank computes on the
     global batch has exactly the gradient it would have on one device with the whole batch.
     """
     if not is_distributed():
         return x
-    import torch.distributed.nn.functional as dist_fn
-    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+    return _GatherWithGrad.apply(x.contiguous())
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the gradient over ranks and keeps this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

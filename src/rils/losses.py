@@ -10,12 +10,24 @@ gradient back to every rank, so DDP training equals one-device training on the w
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from . import distributed as D
 
 
+def fp32(fn):
+    """Run a loss head in fp32: autocast would otherwise cast its matmuls back to bf16."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@fp32
 def contrastive_logits(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, gather: bool = True):
     """Logits of the local images against all texts and of the local texts against all images.
 
@@ -45,6 +57,7 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     return contrastive_loss_from_logits(logits_i, logits_t, labels)
 
 
+@fp32
 def language_space_reconstruction_loss(target_patches: torch.Tensor, pred_patches: torch.Tensor,
                                        text_emb: torch.Tensor, mask: torch.Tensor, matched: torch.Tensor,
                                        tau_target: float = 0.04, tau_pred: float = 0.1) -> torch.Tensor:
@@ -80,6 +93,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return torch.einsum("nchpwq->nhwpqc", x).reshape(B, h * w, patch_size ** 2 * C)
 
 
+@fp32
 def mae_pixel_loss(images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, patch_size: int,
                    norm_pix: bool = True) -> torch.Tensor:
     """MAE: mean squared error on the masked patches against per-patch normalised pixels."""
@@ -93,6 +107,7 @@ def mae_pixel_loss(images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
     return (per_patch * m).sum() / m.sum()
 
 
+@fp32
 def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True) -> torch.Tensor:
     """NT-Xent on two views (SimCLR; SLIP's form), negatives from the global batch of both views."""
     q1 = F.normalize(z1.float(), dim=-1)

@@ -65,6 +65,24 @@ class EvalDataset:
         return TransformedDataset(self, transform)
 
 
+class Subset(EvalDataset):
+    """Some samples of a dataset, in the given order."""
+
+    def __init__(self, dataset: EvalDataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+        self.name, self.split, self.template_key = dataset.name, dataset.split, dataset.template_key
+        self.classnames = dataset.classnames
+        self.labels = None if dataset.labels is None else np.asarray(dataset.labels)[self.indices]
+        digest = hashlib.sha256(",".join(map(str, self.indices)).encode()).hexdigest()
+        self.cache_id = f"{dataset.cache_id}:subset:{digest}"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, i: int) -> Image.Image:
+        return self.dataset.image(self.indices[i])
+
+
 class TransformedDataset(torch.utils.data.Dataset):
     """(transform(image), label) pairs for a DataLoader; label is -1 when the dataset has none."""
 
@@ -169,6 +187,9 @@ class FileDataset(EvalDataset):
                  captions=None):
         if not files:
             raise ValueError(f"dataset {name} ({split}) holds no images")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{name}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
         self.files, self.name, self.split = files, name, split
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.classnames, self.captions = classnames, captions
@@ -232,16 +253,11 @@ def csv_dataset(path: Path, split: str, *, kind: str, image_key: str = "filepath
                 files.append(resolve(key))
                 captions.append([])
             captions[index[key]].append(row[caption_key])
-        ds = FileDataset(files, str(path), split, captions=captions)
-    else:
-        classnames = _sorted_names(row[label_key] for row in rows)
-        lookup = {c: k for k, c in enumerate(classnames)}
-        ds = FileDataset([resolve(r[image_key]) for r in rows], str(path), split,
-                         labels=[lookup[r[label_key]] for r in rows], classnames=classnames)
-    missing = [str(f) for f in ds.files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{path}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
-    return ds
+        return FileDataset(files, str(path), split, captions=captions)
+    classnames = _sorted_names(row[label_key] for row in rows)
+    lookup = {c: k for k, c in enumerate(classnames)}
+    return FileDataset([resolve(r[image_key]) for r in rows], str(path), split,
+                       labels=[lookup[r[label_key]] for r in rows], classnames=classnames)
 
 
 def kind_key(kind: str) -> str:
@@ -305,6 +321,7 @@ def aligned_labels(dataset: EvalDataset, classnames: list[str]) -> np.ndarray:
     lookup = {c: k for k, c in enumerate(classnames)}
     unknown = sorted(set(dataset.classnames) - set(lookup))
     if unknown:
-        raise ValueError(f"classes {unknown[:5]} of {dataset.name} ({dataset.split}) do not occur in training")
+        raise ValueError(f"classes {unknown[:5]} of {dataset.name} ({dataset.split}) "
+                         f"do not occur in the training split")
     remap = np.array([lookup[c] for c in dataset.classnames], dtype=np.int64)
     return remap[labels]

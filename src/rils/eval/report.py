@@ -1,0 +1,51 @@
+"""Tables for people: metrics are stored as fractions and shown as percentages."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+_NAMES = {"top1": "top-1", "top5": "top-5", "mean_per_class": "mean per-class", "mean_recall": "mean recall"}
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def headline(record: dict) -> list[tuple[str, str]]:
+    """(metric, value in %) rows; few-shot means and stds are shown together as "mean ± std"."""
+    metrics = record["metrics"]
+    rows = []
+    for name, value in metrics.items():
+        if name.endswith("_std"):
+            continue
+        if name.endswith("_mean") and f"{name[:-5]}_std" in metrics:
+            rows.append((name[:-5], f"{_pct(value)} ± {_pct(metrics[name[:-5] + '_std'])}"))
+        else:
+            rows.append((_NAMES.get(name, name), _pct(value)))
+    return rows
+
+
+def text_table(headers: list[str], rows: list[tuple]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def record_table(record: dict) -> str:
+    title = f"{record['protocol']} on {record['dataset']} ({record['split']}), {record['checkpoint']}"
+    return title + "\n" + text_table(["metric", "value (%)"], headline(record))
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| protocol | dataset | split | metric | value (%) |", "|---|---|---|---|---|"]
+    for r in records:
+        for metric, value in headline(r):
+            lines.append(f"| {r['protocol']} | {r['dataset']} | {r['split']} | {metric} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path, data) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
