@@ -46,3 +46,13 @@ def test_training_survives_and_counts_broken_samples(tmp_path):
     assert last["skipped"] == n_bad, last       # 13 steps x 4 = 52 > 48 good: every broken one was met
     assert last["skipped_by_reason"] == {"bad_image": 2, "empty_caption": 1}
     assert all(r["loss"] == r["loss"] for r in records)   # finite, no NaN
+
+
+def test_resampled_shards_train(tmp_path):
+    write_shards(tmp_path, n_good=16)
+    out = tmp_path / "run"
+    proc = run(rils_cmd("pretrain", "-c", "demo", *TINY, "data.source=shards", "data.resampled=true",
+                        f"data.path={tmp_path}/{{00000..00001}}.tar", "data.num_samples=16",
+                        "train.batch_size=4", "train.max_steps=6", f"output_dir={out}"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 6

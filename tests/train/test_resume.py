@@ -40,3 +40,19 @@ def test_kill_and_resume_is_exact(tmp_path):
     import json
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 61))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(rils_cmd("pretrain", *ARGS, "train.max_steps=100000", f"output_dir={out}"), env=env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err and "Traceback" not in err
+    step, _ = weights(out)
+    assert step > 0

@@ -27,9 +27,6 @@ from .runner import PROTOCOLS
 
 _DATASET_KEYS = ("task", "num_samples", "fashion_mnist_root", "image_key", "label_key",
                  "caption_key", "csv_separator")
-_COMMON = {"checkpoint", "dataset", "split", "train_split", "out", "device", "batch_size",
-           "num_workers", "amp", "cache_dir", "no_cache", "quiet", "num_train_samples",
-           "demo_image_size", "demo_seed", *_DATASET_KEYS}
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -66,44 +63,50 @@ def _common_options(p: argparse.ArgumentParser) -> None:
 
 def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(f"{name} options")
+    dests = []
+
+    def add(*flags, **kwargs):  # remember which options belong to the protocol itself
+        dests.append(g.add_argument(*flags, **kwargs).dest)
+
     if name == "zeroshot":
-        g.add_argument("--classnames", help="key of the shipped class names JSON, or a JSON file")
-        g.add_argument("--templates", help="key of the shipped templates JSON, or a JSON file")
+        add("--classnames", help="key of the shipped class names JSON, or a JSON file")
+        add("--templates", help="key of the shipped templates JSON, or a JSON file")
     elif name == "retrieval":
-        g.add_argument("--recall-k", dest="ks", type=int, nargs="+", default=[1, 5, 10])
-        g.add_argument("--text-batch-size", type=int, default=256)
+        add("--recall-k", dest="ks", type=int, nargs="+", default=[1, 5, 10])
+        add("--text-batch-size", type=int, default=256)
     elif name == "linear":
-        g.add_argument("--epochs", type=int, default=90)
-        g.add_argument("--probe-batch-size", type=int, default=16384)
-        g.add_argument("--blr", dest="blrs", type=float, nargs="+",
+        add("--epochs", type=int, default=90)
+        add("--probe-batch-size", type=int, default=16384)
+        add("--blr", dest="blrs", type=float, nargs="+",
                        help="base lr(s); lr = blr * batch / 256; several: chosen on held-out train data")
-        g.add_argument("--optimizer", default="lars", choices=("lars", "sgd", "adamw"))
-        g.add_argument("--weight-decay", type=float, default=0.0)
-        g.add_argument("--warmup-epochs", type=float, default=10)
-        g.add_argument("--val-fraction", type=float, default=0.1)
-        g.add_argument("--seed", type=int, default=0)
+        add("--optimizer", default="lars", choices=("lars", "sgd", "adamw"))
+        add("--weight-decay", type=float, default=0.0)
+        add("--warmup-epochs", type=float, default=10)
+        add("--val-fraction", type=float, default=0.1)
+        add("--seed", type=int, default=0)
     elif name == "fewshot":
-        g.add_argument("--shots", type=int, nargs="+", default=[1, 2, 5, 10])
-        g.add_argument("--seeds", type=int, default=3)
-        g.add_argument("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
-        g.add_argument("--max-iter", type=int, default=1000)
+        add("--shots", type=int, nargs="+", default=[1, 2, 5, 10])
+        add("--seeds", type=int, default=3)
+        add("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
+        add("--max-iter", type=int, default=1000)
     elif name == "finetune":
-        g.add_argument("--epochs", type=int, default=100)
-        g.add_argument("--warmup-epochs", type=float, default=5)
-        g.add_argument("--train-batch-size", dest="ft_batch_size", type=int, default=1024)
-        g.add_argument("--blr", type=float, default=5e-4)
-        g.add_argument("--min-lr", type=float, default=1e-6)
-        g.add_argument("--layer-decay", type=float, default=0.65)
-        g.add_argument("--weight-decay", type=float, default=0.05)
-        g.add_argument("--drop-path", type=float, default=0.1)
-        g.add_argument("--mixup", type=float, default=0.8)
-        g.add_argument("--cutmix", type=float, default=1.0)
-        g.add_argument("--smoothing", type=float, default=0.1)
-        g.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="'none' to disable")
-        g.add_argument("--reprob", type=float, default=0.25)
-        g.add_argument("--clip-grad", type=float)
-        g.add_argument("--input-size", dest="image_size", type=int, help="default: the model's")
-        g.add_argument("--seed", type=int, default=0)
+        add("--epochs", type=int, default=100)
+        add("--warmup-epochs", type=float, default=5)
+        add("--train-batch-size", dest="ft_batch_size", type=int, default=1024)
+        add("--blr", type=float, default=5e-4)
+        add("--min-lr", type=float, default=1e-6)
+        add("--layer-decay", type=float, default=0.65)
+        add("--weight-decay", type=float, default=0.05)
+        add("--drop-path", type=float, default=0.1)
+        add("--mixup", type=float, default=0.8)
+        add("--cutmix", type=float, default=1.0)
+        add("--smoothing", type=float, default=0.1)
+        add("--auto-augment", default="rand-m9-mstd0.5-inc1", help="'none' to disable")
+        add("--reprob", type=float, default=0.25)
+        add("--clip-grad", type=float)
+        add("--input-size", dest="image_size", type=int, help="default: the model's")
+        add("--seed", type=int, default=0)
+    p.set_defaults(_protocol_dests=tuple(dests))
 
 
 _HELP = {
@@ -146,8 +149,7 @@ def _split_args(args: argparse.Namespace) -> dict:
     protocol = a["eval_protocol"]
     dataset_options = {k: a[k] for k in _DATASET_KEYS}
     dataset_options.update(image_size=a["demo_image_size"], seed=a["demo_seed"])
-    options = {k: v for k, v in a.items() if k not in _COMMON and not k.startswith("_")
-               and k not in ("eval_protocol", "func", "command")}
+    options = {k: a[k] for k in a["_protocol_dests"]}
     if protocol == "finetune":
         options["batch_size"] = options.pop("ft_batch_size")
         if options.get("auto_augment") in ("none", ""):

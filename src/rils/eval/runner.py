@@ -62,4 +62,5 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
     return {"protocol": protocol, "dataset": dataset, "split": test.split,
             "train_split": train.split if train is not None else None,
             "checkpoint": loaded.spec, "model_id": loaded.model_id, **result,
-            "settings": {k: v for k, v in options.items()}, "seconds": round(time.time() - started, 2)}
+            "settings": dict(options), "device": str(device) if device is not None else None, "amp": amp,
+            "seconds": round(time.time() - started, 2)}

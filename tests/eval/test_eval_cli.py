@@ -1,0 +1,125 @@
+"""`rils eval`: single protocols, the suite, checkpoints (open_clip folder and rils file), errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from eval_helpers import make_image_folder, make_open_clip, write_local_dir
+from rils.eval import fingerprint_file
+from rils.eval.cli import main
+
+FAST = ["--num-workers", "0", "--quiet", "--demo-image-size", "32"]
+
+
+@pytest.fixture
+def local_dir(tmp_path):
+    write_local_dir(tmp_path / "clip", make_open_clip(0))
+    return tmp_path / "clip"
+
+
+def test_zeroshot_cli_writes_json_and_reuses_cache(local_dir, tmp_path, capsys):
+    out, cache = tmp_path / "zs.json", tmp_path / "cache"
+    argv = ["eval", "zeroshot", "--checkpoint", f"local-dir:{local_dir}", "--dataset", "demo-shapes",
+            "--task", "color", "--num-samples", "12", "--cache-dir", str(cache), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "zeroshot" and record["split"] == "val" and record["num_samples"] == 12
+    assert record["model_id"] == fingerprint_file(local_dir)
+    assert record["templates"][0] == "a {c} shape."
+    assert set(record["metrics"]) == {"top1", "top5", "mean_per_class"}
+    printed = capsys.readouterr().out
+    assert "zeroshot on demo-shapes (val)" in printed and "top-1" in printed
+    assert len(list(cache.glob("*.pt"))) == 1
+
+    assert main(argv) == 0  # unchanged weights: the cached features are used
+    assert len(list(cache.glob("*.pt"))) == 1 and json.loads(out.read_text())["metrics"] == record["metrics"]
+
+    write_local_dir(local_dir, make_open_clip(1))  # new bytes in the checkpoint folder
+    assert main(argv) == 0
+    assert len(list(cache.glob("*.pt"))) == 2
+    assert json.loads(out.read_text())["model_id"] != record["model_id"]
+
+
+def test_suite_writes_markdown_and_json(local_dir, tmp_path, capsys):
+    make_image_folder(tmp_path / "tree" / "train", per_class=4)
+    make_image_folder(tmp_path / "tree" / "test", per_class=2, seed=1)
+    tree = str(tmp_path / "tree")
+    config = {
+        "checkpoint": f"local-dir:{local_dir}",
+        "num_workers": 0, "cache_dir": str(tmp_path / "cache"), "demo_image_size": 32,
+        "evals": [
+            {"protocol": "zeroshot", "dataset": "demo-shapes", "options": {"num_samples": 8}},
+            {"protocol": "retrieval", "dataset": "demo-shapes",
+             "options": {"num_samples": 6, "recall_k": [1, 5]}},
+            {"protocol": "fewshot", "dataset": tree, "options": {"shots": [1, 2], "seeds": 2}},
+            {"protocol": "linear", "dataset": tree, "options": {"epochs": 3, "warmup_epochs": 1}},
+        ],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "res" / "suite.json"
+    assert main(["eval", "suite", "-c", str(tmp_path / "suite.yaml"), "--out", str(out), "--quiet"]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["protocol"] for r in results] == ["zeroshot", "retrieval", "fewshot", "linear"]
+    assert set(results[1]["metrics"]) >= {"image_to_text_R@5", "text_to_image_R@1"}
+    assert results[3]["feature"]["kind"] == "embed"  # open_clip: no forward_features
+    md = (tmp_path / "res" / "suite.md").read_text()
+    assert "| protocol | dataset | split | metric | value (%) |" in md
+    assert "| fewshot |" in md and "| 2-shot | " in md and " ± " in md
+    assert "| retrieval | demo-shapes | val | image_to_text_R@1 |" in md
+    assert md.count("\n| ") == 1 + 3 + 5 + 2 + 2  # the header, then one row per metric
+    assert "| linear |" in capsys.readouterr().out
+
+
+def test_suite_entry_errors_name_the_entry(local_dir, tmp_path, capsys):
+    config = {"checkpoint": f"local-dir:{local_dir}",
+              "evals": [{"protocol": "fewshot", "dataset": "demo-shapes", "options": {"shotz": [1]}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    assert main(["eval", "suite", "-c", str(tmp_path / "s.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "evals[0] (fewshot)" in err and "--shotz" in err and err.count("\n") == 1
+
+
+def test_cli_errors_are_one_line(local_dir, tmp_path, capsys):
+    base = ["eval", "linear", "--checkpoint", f"local-dir:{local_dir}", *FAST]
+    assert main([*base, "--dataset", str(tmp_path / "nope")]) == 2
+    assert "neither a known name" in capsys.readouterr().err
+    missing = tmp_path / "missing.pt"
+    assert main(["eval", "zeroshot", "--checkpoint", str(missing), "--dataset", "demo-shapes"]) == 2
+    assert capsys.readouterr().err.strip() == f"rils eval: error: checkpoint not found: {missing}"
+    make_image_folder(tmp_path / "flat")  # one tree, no split folders: train would equal test
+    assert main([*base, "--dataset", str(tmp_path / "flat")]) == 2
+    assert "are the same data" in capsys.readouterr().err
+
+
+def _rils_checkpoint(path):
+    """A checkpoint as the trainer writes it (format, preset, method, the method's state_dict)."""
+    import rils
+    from rils.checkpoint import FORMAT, save_atomic
+
+    torch.manual_seed(0)
+    model = rils.create_model("vit_nano8_32", method="rils")
+    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "rils",
+                 "state_dict": rils.create_method("rils", model).state_dict()}, path)
+
+
+def test_rils_checkpoint_through_the_rils_command(tmp_path):
+    from rils.cli import main as rils_main
+
+    ckpt = tmp_path / "latest.pt"
+    _rils_checkpoint(ckpt)
+    common = ["--checkpoint", str(ckpt), "--dataset", "demo-shapes", "--num-samples", "8",
+              "--num-train-samples", "16", "--cache-dir", str(tmp_path / "c"), *FAST]
+    for protocol, extra in [("zeroshot", []), ("linear", ["--epochs", "2", "--warmup-epochs", "1"]),
+                            ("finetune", ["--epochs", "1", "--warmup-epochs", "0",
+                                          "--train-batch-size", "8"])]:
+        out = tmp_path / f"{protocol}.json"
+        assert rils_main(["eval", protocol, *common, *extra, "--out", str(out)]) == 0, protocol
+        record = json.loads(out.read_text())
+        assert record["model_id"] == fingerprint_file(ckpt)
+    assert json.loads((tmp_path / "linear.json").read_text())["feature"]["kind"] == "pooled"
+    ft = json.loads((tmp_path / "finetune.json").read_text())
+    assert ft["timm_model_name"] == "vit_tiny_patch16_224"
+    assert ft["num_train"] == 16 and ft["num_classes"] == 6
