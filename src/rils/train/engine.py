@@ -185,7 +185,8 @@ def train(cfg: Config) -> Path:
 
     log(f"{cfg.method} on {cfg.model.preset}: {total_steps} steps, {steps_per_epoch}/epoch, global batch "
         f"{global_batch} ({world} rank(s) x {B} x {A} accumulation), lr {lr:.3g}, {device.type}, {cfg.train.precision}")
-    bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, dynamic_ncols=True, desc=cfg.method)
+    bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, dynamic_ncols=True, desc=cfg.method,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line every 10 s
     step, batches, epoch = start_step, None, -1
     sums, n_sums, images, skipped_window = Counter(), 0, 0, Counter()
     t_last, nonfinite = time.perf_counter(), 0
