@@ -33,8 +33,13 @@ def get_tokenizer(context_length: int | str = 77):
 
 
 def load_model(path: str, map_location="cpu") -> DualEncoder:
-    """Load a training checkpoint (or export) back into the dual encoder; never unpickles code."""
-    from .checkpoint import load_model as _load
+    """Load a training checkpoint (or export) back into the dual encoder; never unpickles code.
+
+    PATH: a training checkpoint (.pt), a timm export (.safetensors; a vision-only model, with a
+    warning), or an open_clip export (its folder, `local-dir:FOLDER`, or the folder's .safetensors).
+    See rils.export.
+    """
+    from .export import load_model as _load
     return _load(path, map_location)
 
 

@@ -1,4 +1,4 @@
-"""The `rils` command: pretrain, eval, demo, presets."""
+"""The `rils` command: pretrain, eval, demo, presets, export, viz."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,20 @@ def _demo(args) -> int:
     return run_demo(args.out, list(args.overrides))
 
 
+def _bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .bench import format_table, run_bench
+    report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
+                       args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile)
+    print(format_table(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rils", description="Language-supervised masked image pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,8 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("bench", help="train-step throughput, memory and FLOPs, side by side with open_clip")
+    p.add_argument("--preset", default="vit_ti8_64")
+    p.add_argument("--methods", nargs="+", default=["clip", "rils"])
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--no-open-clip", action="store_true", help="skip the open_clip reference")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the step")
+    p.add_argument("--out", help="write the report as JSON")
+    p.set_defaults(func=_bench)
+
     p = sub.add_parser("presets", help="list the model presets")
     p.set_defaults(func=_presets)
+
+    from .export import add_export_parser
+    from .viz import add_viz_parser
+    add_export_parser(sub)
+    add_viz_parser(sub)
 
     try:
         from .eval.cli import add_eval_parser, run_eval

@@ -3,7 +3,7 @@
     rils eval PROTOCOL --checkpoint CKPT --dataset DATASET [--split test] [--out FILE.json] [options]
     rils eval suite -c CONFIG.yaml [--out FILE.json] [--markdown FILE.md]
 
-PROTOCOL is zeroshot, retrieval, linear, fewshot or finetune; CKPT a rils checkpoint,
+PROTOCOL is zeroshot, retrieval, linear, fewshot, finetune or patchseg; CKPT a rils checkpoint,
 `open_clip:MODEL[@PRETRAINED]` or `local-dir:PATH`; DATASET `fashion-mnist`, `demo-shapes` or a
 path (ImageFolder tree or CSV; see rils.eval.datasets). A suite config looks like
 
@@ -89,6 +89,14 @@ def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:
         add("--seeds", type=int, default=3)
         add("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
         add("--max-iter", type=int, default=1000)
+    elif name == "patchseg":
+        add("--tau", type=float, default=0.04, help="τ1 of Eq. 8 (softmax temperature over the prompts)")
+        add("--upsample", dest="upsample_mode", default="bilinear", choices=("bilinear", "nearest"),
+            help="patch probabilities -> pixels")
+        add("--templates", help="JSON file or shipped key of templates for the shape classes "
+                                "(default: rils.eval.patchseg.SEG_TEMPLATES)")
+        add("--background-prompts", nargs="+", help="prompts of the background class "
+                                                    "(default: rils.eval.patchseg.BACKGROUND_PROMPTS)")
     elif name == "finetune":
         add("--epochs", type=int, default=100)
         add("--warmup-epochs", type=float, default=5)
@@ -115,6 +123,7 @@ _HELP = {
     "linear": "linear probe on frozen features, MAE recipe (paper Table 1)",
     "fewshot": "logistic regression on 1/2/5/10 images per class (paper Table 4)",
     "finetune": "end-to-end fine-tuning, MAE recipe with timm (paper Table 1)",
+    "patchseg": "zero-shot segmentation from per-patch text distributions (Eq. 8): mIoU, pixel acc.",
 }
 
 
@@ -134,7 +143,7 @@ def _add_protocols(sub) -> None:
 def add_eval_parser(subparsers) -> None:
     """Register `eval` (and its protocols) on an argparse subparsers object."""
     p = subparsers.add_parser("eval", help="evaluate a checkpoint (zero-shot, retrieval, linear, "
-                              "few-shot, fine-tune)", description=__doc__,
+                              "few-shot, fine-tune, patchseg)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="eval_protocol", metavar="PROTOCOL")
     _add_protocols(sub)

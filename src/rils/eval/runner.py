@@ -8,10 +8,11 @@ from .fewshot import evaluate_fewshot
 from .finetune import evaluate_finetune
 from .linear import evaluate_linear
 from .models import LoadedModel
+from .patchseg import evaluate_patchseg
 from .retrieval import evaluate_retrieval
 from .zeroshot import evaluate_zeroshot
 
-PROTOCOLS = ("zeroshot", "retrieval", "linear", "fewshot", "finetune")
+PROTOCOLS = ("zeroshot", "retrieval", "linear", "fewshot", "finetune", "patchseg")
 TRAINS = ("linear", "fewshot", "finetune")  # protocols that need a train split
 
 
@@ -41,7 +42,7 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
         if train.cache_id == test.cache_id:
             raise ValueError(f"train and {split} splits of {dataset!r} are the same data; give a path "
                              f"with {{split}} or a folder with train/ and test/ sub-folders")
-    if protocol in ("zeroshot", "retrieval") and loaded.tokenizer is None:
+    if protocol in ("zeroshot", "retrieval", "patchseg") and loaded.tokenizer is None:
         raise ValueError(f"{protocol} needs a text tower; {loaded.spec} has none")
 
     extract = dict(extract or {})
@@ -56,6 +57,8 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
         result = evaluate_linear(m, tf, train, test, **common, **options, **extract)
     elif protocol == "fewshot":
         result = evaluate_fewshot(m, tf, train, test, **common, **options, **extract)
+    elif protocol == "patchseg":  # no feature cache: it needs every patch, not one vector per image
+        result = evaluate_patchseg(m, loaded.tokenizer, tf, test, **common, **options, **extract)
     else:
         ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
         result = evaluate_finetune(m, train, test, **common, **options, **ft)

@@ -1,0 +1,219 @@
+"""`rils bench`: train-step throughput, step time, peak memory and FLOPs per method, measured side by
+side with open_clip's own CLIP model and ClipLoss at the same sizes and precision.
+
+Timings are medians over several steps after warm-up; methods are interleaved repetition by
+repetition so a noisy neighbour slows all of them alike and the printed ratios stay meaningful.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import json
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import create_method, create_model, get_preset
+from .methods.base import MethodOptions
+
+
+@dataclass
+class Measurement:
+    name: str
+    step_times: list = field(default_factory=list)
+    flops_per_step: float = 0.0
+    peak_mem_mb: float = 0.0
+
+    def summary(self, batch: int) -> dict:
+        med = statistics.median(self.step_times)
+        return {"name": self.name, "median_step_s": med, "images_per_sec": batch / med,
+                "step_times_s": self.step_times, "gflops_per_step": self.flops_per_step / 1e9,  # 3 x forward
+                "achieved_tflops": self.flops_per_step / med / 1e12, "peak_mem_mb": self.peak_mem_mb}
+
+
+def _batch(preset, batch: int, device, views: bool, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b = {"image": torch.randn(batch, 3, preset.image_size, preset.image_size, generator=g),
+         "text": torch.randint(1, 49000, (batch, preset.context_length), generator=g)}
+    b["text"][:, -1] = 49407  # end-of-text token: argmax pooling finds it
+    if views:
+        b["views"] = torch.randn(batch, 2, 3, preset.image_size, preset.image_size, generator=g)
+    return {k: v.to(device) for k, v in b.items()}
+
+
+class RilsStep:
+    def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False):
+        model = create_model(preset_name, method=method_name)
+        opts = MethodOptions(num_prototypes=1024)
+        self.module = create_method(method_name, model, opts).to(device).train()
+        self.preset = model.preset
+        self.views = self.module.needs_views
+        self.opt = torch.optim.AdamW([p for p in self.module.parameters() if p.requires_grad], lr=1e-4)
+        self.fn = torch.compile(self.module) if compile_ else self.module
+
+    def __call__(self, batch):
+        self.opt.zero_grad(set_to_none=True)
+        self.fn(batch)["loss"].backward()
+        self.opt.step()
+
+
+class OpenClipStep:
+    """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
+
+    def __init__(self, preset_name: str, device):
+        import open_clip
+        p = get_preset(preset_name)
+        vision = dict(layers=p.depth, width=p.width, head_width=p.width // p.heads, patch_size=p.patch_size,
+                      image_size=p.image_size, mlp_ratio=p.mlp_ratio, pool_type="avg")
+        text = dict(context_length=p.context_length, vocab_size=p.vocab_size, width=p.text_width,
+                    heads=p.text_heads, layers=p.text_layers)
+        self.module = open_clip.CLIP(embed_dim=p.embed_dim, vision_cfg=vision, text_cfg=text).to(device).train()
+        self.loss = open_clip.ClipLoss()
+        self.preset = p
+        self.views = False
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)
+
+    def __call__(self, batch):
+        self.opt.zero_grad(set_to_none=True)
+        img, txt, scale = self.module(batch["image"], batch["text"])
+        self.loss(img, txt, scale).backward()
+        self.opt.step()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _count_flops(step, batch) -> float:
+    """Training FLOPs per step = 3 x forward FLOPs (backward costs twice the forward), the usual
+    convention for model FLOPs utilisation. The forward is counted operator by operator."""
+    module = step.module
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        if isinstance(step, OpenClipStep):
+            img, txt, scale = module(batch["image"], batch["text"])
+            step.loss(img, txt, scale)
+        else:
+            module(batch)
+    return 3.0 * float(counter.get_total_flops())
+
+
+def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: str = "bf16", batch: int = 64,
+              steps: int = 10, warmup: int = 3, repeats: int = 3, open_clip: bool = True, device: str = "auto",
+              compile_: bool = False) -> dict:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_)) for m in methods}
+    if open_clip:
+        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev)
+    steppers, results = {}, {}
+    for name, make in candidates.items():
+        torch.manual_seed(0)
+        steppers[name] = make()
+        results[name] = Measurement(name)
+    batches = {name: _batch(s.preset, batch, dev, s.views) for name, s in steppers.items()}
+
+    # FLOPs (fwd + bwd, from the operator counts) and peak memory, one step each.
+    for name, step in steppers.items():
+        with torch.autocast(**amp):
+            results[name].flops_per_step = _count_flops(step, batches[name])
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                step(batches[name])
+                _sync(dev)
+                results[name].peak_mem_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+            else:
+                results[name].peak_mem_mb = _cpu_step_peak_mb(name, preset, batch, precision)
+
+    with torch.autocast(**amp):
+        for name, step in steppers.items():
+            for _ in range(warmup):
+                step(batches[name])
+        _sync(dev)
+        for _ in range(repeats):          # interleave: every method sees the same machine state
+            for name, step in steppers.items():
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    step(batches[name])
+                    _sync(dev)
+                    results[name].step_times.append(time.perf_counter() - t)
+
+    summaries = {n: r.summary(batch) for n, r in results.items()}
+    ratios = {}
+    if "rils:rils" in summaries and "rils:clip" in summaries:
+        a, b = summaries["rils:rils"], summaries["rils:clip"]
+        ratios["rils_over_clip_step_time"] = a["median_step_s"] / b["median_step_s"]
+        ratios["rils_over_clip_flops"] = a["gflops_per_step"] / b["gflops_per_step"]
+        if b["peak_mem_mb"] > 0:
+            ratios["rils_over_clip_peak_mem"] = a["peak_mem_mb"] / b["peak_mem_mb"]
+    if "open_clip:clip" in summaries and "rils:clip" in summaries:
+        ratios["our_clip_over_open_clip_step_time"] = (summaries["rils:clip"]["median_step_s"] /
+                                                       summaries["open_clip:clip"]["median_step_s"])
+        ratios["our_clip_over_open_clip_flops"] = (summaries["rils:clip"]["gflops_per_step"] /
+                                                   summaries["open_clip:clip"]["gflops_per_step"])
+    return {"preset": preset, "precision": precision, "batch": batch, "steps": steps, "repeats": repeats,
+            "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
+            "results": summaries, "ratios": ratios}
+
+
+def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, queue) -> None:
+    torch.manual_seed(0)
+    step = OpenClipStep(preset, torch.device("cpu")) if kind == "open_clip" else RilsStep(method, preset, torch.device("cpu"))
+    data = _batch(step.preset, batch, torch.device("cpu"), step.views)
+    gc.collect()
+    before = _rss_mb()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        step(data)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+
+
+def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str) -> float:
+    """Peak resident memory of the first training step (activations, gradients, optimiser state)
+    above the resident size after building the model, in a fresh process per method so that each
+    gets its own high-water mark. (Forking this process instead could deadlock OpenMP.)"""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    kind, method = name.split(":")
+    proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, queue))
+    proc.start()
+    value = queue.get(timeout=600)
+    proc.join()
+    return max(0.0, float(value))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _machine(dev) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['preset']} {report['precision']} batch {report['batch']} on {report['machine']}", "",
+             f"| {'step':16s} | {'img/s':>8s} | {'step ms':>8s} | {'GFLOP/step':>10s} | {'TFLOP/s':>7s} | {'peak MB':>8s} |",
+             "|" + "|".join("-" * n for n in (18, 10, 10, 12, 9, 10)) + "|"]
+    for r in report["results"].values():
+        lines.append(f"| {r['name']:16s} | {r['images_per_sec']:8.1f} | {r['median_step_s'] * 1e3:8.1f} | "
+                     f"{r['gflops_per_step']:10.1f} | {r['achieved_tflops']:7.3f} | {r['peak_mem_mb']:8.0f} |")
+    lines.append("")
+    for k, v in report["ratios"].items():
+        lines.append(f"{k}: {v:.3f}")
+    return "\n".join(lines)

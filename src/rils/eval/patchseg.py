@@ -1,0 +1,251 @@
+"""Zero-shot dense prediction from RILS's per-patch distributions over texts (Eq. 7-8).
+
+For an intact image, each patch token f^k after the final norm is projected by θ and normalised
+(f̃^k, Eq. 7) and compared with the normalised text embeddings z^T of a set of texts:
+
+    p^k = softmax_l( <f̃^k, z^T_l> / τ1 )                                      (Eq. 8, τ1 = 0.04)
+
+`rils viz semantic-map` draws p for free texts; the `patchseg` protocol labels every patch with
+the argmax over class prototypes and scores the result against ground-truth masks.
+
+Choices of the `patchseg` protocol (documented here, recorded in its result):
+
+- classes: "background" + the demo corpus's shapes (`seg` = 0 background, 1 + SHAPES index). With
+  the dataset option task="color" (`--task color`) the same regions are labelled by colour
+  instead (background + COLORS; the demo checkpoint learns colour words long before shape words);
+- prompts: each class is the mean of the normalised embeddings of `SEG_TEMPLATES` (task "color":
+  `COLOR_SEG_TEMPLATES`) filled with the class name, renormalised (as zero-shot classification
+  does); the background class is built the same way from `BACKGROUND_PROMPTS`. Both are options;
+- upsampling: the patch probabilities [C, h, w] are resized to the mask's resolution
+  ("bilinear" on probabilities, align_corners=False; or "nearest"), then each pixel takes the
+  argmax. The image goes through the model's eval transform (resize the short side, centre crop);
+  images must be square so that the crop is the whole image and the map covers every pixel;
+- scoring: every pixel counts (no ignore label); one confusion matrix over the whole split; IoU_c
+  = TP / (TP + FP + FN); mIoU = the mean over classes present in the ground truth or predicted
+  (a class absent from both has no IoU and is left out, as mmseg's nanmean); pixel accuracy =
+  correct pixels / all pixels; mean accuracy = mean over ground-truth classes of their recall.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .features import autocast, eval_mode, model_device
+from .prompts import fill, get_templates
+
+TAU = 0.04   # τ1 of Eq. 8 (the paper's value, also our loss default)
+SEG_TEMPLATES = ["a {c}.", "a {c} shape.", "a photo of a {c}.", "a drawing of a {c}."]
+COLOR_SEG_TEMPLATES = ["a {c} shape.", "something {c}.", "a {c} object.", "a shape in {c}."]
+BACKGROUND_PROMPTS = ["background.", "a light background.", "an empty light background.",
+                      "a plain light surface."]
+UPSAMPLE = ("bilinear", "nearest")
+
+
+# ----------------------------------------------------------------------------- patch distributions
+
+def patch_tokens_projected(model, images: torch.Tensor) -> torch.Tensor:
+    """[B, N, D]: θ(f^k) for every patch of the intact images (final norm applied, prefix tokens dropped).
+
+    Works for our dual encoder, open_clip's TimmModel tower (`visual.trunk`, `visual.head.proj`) and
+    open_clip's own VisionTransformer (its patch tokens after `ln_post`, times `visual.proj`).
+    """
+    visual = getattr(model, "visual", None)
+    if callable(getattr(model, "forward_features", None)) and callable(getattr(visual, "project", None)):
+        if not hasattr(getattr(visual, "head", None), "proj"):
+            raise ValueError("this model has no image projection θ (pre-trained without text): "
+                             "it has no language space")
+        tokens = model.forward_features(images)
+        return visual.project(tokens[:, getattr(visual.trunk, "num_prefix_tokens", 1):])
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(getattr(visual, "head", None), "proj"):     # open_clip TimmModel
+        return visual.head.proj(trunk.forward_features(images)[:, trunk.num_prefix_tokens:])
+    if visual is not None and hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None \
+            and getattr(visual, "attn_pool", None) is None:                          # open_clip ViT
+        before = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            _, tokens = visual(images)
+        finally:
+            visual.output_tokens = before
+        return tokens @ visual.proj
+    raise ValueError("per-patch distributions need the patch tokens and the image projection (a rils "
+                     "model, or an open_clip ViT / timm tower)")
+
+
+def patch_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """[B, h, w, D]: f̃^k = normalise(θ(f^k)) for every patch of the intact images (Eq. 7)."""
+    tokens = patch_tokens_projected(model, images)
+    B, N, _ = tokens.shape
+    H, W = images.shape[-2:]
+    gh = int(round((N * H / W) ** 0.5))
+    gw = N // max(gh, 1)
+    if gh * gw != N:
+        raise ValueError(f"{N} patch tokens do not form a grid for a {H}x{W} image")
+    return F.normalize(tokens.float(), dim=-1).reshape(B, gh, gw, -1)
+
+
+def text_prototypes(model, tokenizer, prompts: list[list[str]] | list[str], *, device=None,
+                    amp: bool = False) -> torch.Tensor:
+    """[C, D] unit-norm prototypes. An entry that is a list of prompts is the mean of their
+    normalised embeddings, renormalised; a plain string is its own normalised embedding."""
+    device = torch.device(device) if device is not None else model_device(model)
+    groups = [[p] if isinstance(p, str) else list(p) for p in prompts]
+    out = []
+    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+        for group in groups:
+            emb = F.normalize(model.encode_text(tokenizer(group).to(device)).float(), dim=-1).mean(dim=0)
+            out.append(emb / emb.norm())
+    return torch.stack(out)
+
+
+def patch_probabilities(model, images: torch.Tensor, prototypes: torch.Tensor, tau: float = TAU) -> torch.Tensor:
+    """[B, C, h, w]: p^k of Eq. 8 over the C prototypes (softmax of cosine / τ1), per patch."""
+    f = patch_embeddings(model, images)                        # [B, h, w, D]
+    z = F.normalize(prototypes.to(f.device).float(), dim=-1)
+    logits = torch.einsum("bhwd,cd->bchw", f, z) / tau
+    return logits.softmax(dim=1)
+
+
+def upsample(probs: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    if mode not in UPSAMPLE:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {mode!r}")
+    if mode == "nearest":
+        return F.interpolate(probs, size=size, mode="nearest")
+    return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+def confusion_matrix(pred, target, num_classes: int) -> np.ndarray:
+    """[C, C] int64: rows = ground truth, columns = prediction."""
+    pred = np.asarray(pred, dtype=np.int64).ravel()
+    target = np.asarray(target, dtype=np.int64).ravel()
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction and target differ in size: {pred.shape} vs {target.shape}")
+    if target.size and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f"target labels outside [0, {num_classes})")
+    return np.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(conf: np.ndarray, classnames: list[str] | None = None) -> dict:
+    """mIoU, pixel accuracy, mean accuracy and per-class IoU from a confusion matrix."""
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = np.diag(conf)
+    gt, pr = conf.sum(axis=1), conf.sum(axis=0)
+    union = gt + pr - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+    names = classnames or [str(i) for i in range(len(conf))]
+    total = conf.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+        "mean_acc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
+    }
+
+
+# ----------------------------------------------------------------------------------------- dataset
+
+class _SegPairs(torch.utils.data.Dataset):
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, seg = image_and_mask(self.dataset, i)
+        if image.size[0] != image.size[1]:
+            raise ValueError(f"patchseg needs square images (got {image.size[0]}x{image.size[1]})")
+        if seg.shape != (image.size[1], image.size[0]):
+            raise ValueError(f"mask {seg.shape} and image {image.size} differ in size")
+        return self.transform(image), torch.from_numpy(np.asarray(seg, dtype=np.int64))
+
+
+def _demo_task(dataset) -> str:
+    return "color" if getattr(dataset, "template_key", None) == "demo-shapes-color" else "shape"
+
+
+def _color_mask(demo, i: int, seg: np.ndarray) -> np.ndarray:
+    """demo-shapes' kind mask relabelled by colour (0 background, 1 + COLORS index). Kinds are distinct
+    within an image, so kind -> colour is a per-image lookup from the sample's layout."""
+    from rils.data import demo as D
+
+    try:
+        shapes = D._make_layout(demo._rng(demo._index(i), D._LAYOUT))
+    except AttributeError as exc:  # the corpus's internals moved
+        raise ValueError("colour masks need the demo corpus's layout (rils.data.demo._make_layout)") from exc
+    lut = np.zeros(len(D.SHAPES) + 1, dtype=np.int64)
+    for s in shapes:
+        lut[s.kind + 1] = s.color + 1
+    return lut[np.asarray(seg, dtype=np.int64)]
+
+
+def image_and_mask(dataset, i: int):
+    """(PIL image, [H, W] integer mask) of sample i. demo-shapes: its `seg` (0 = background, 1 + SHAPES
+    index), or for task "color" the same regions labelled 1 + COLORS index."""
+    if callable(getattr(dataset, "image_and_mask", None)):
+        return dataset.image_and_mask(i)
+    demo = getattr(dataset, "demo", None)
+    if demo is not None:
+        item = demo[i]
+        seg = item["seg"]
+        return item["image"], (_color_mask(demo, i, seg) if _demo_task(dataset) == "color" else seg)
+    raise ValueError(f"dataset {getattr(dataset, 'name', dataset)!r} has no segmentation masks; "
+                     f"patchseg supports demo-shapes")
+
+
+def seg_classnames(dataset) -> list[str]:
+    """Mask label k -> class name: background, then the shapes (or, task "color", the colours)."""
+    names = getattr(dataset, "seg_classnames", None)
+    if names:
+        return list(names)
+    if getattr(dataset, "demo", None) is not None:
+        from rils.data.demo import COLORS, SHAPES
+        return ["background", *(COLORS if _demo_task(dataset) == "color" else SHAPES)]
+    raise ValueError("patchseg supports demo-shapes (its masks label background and the shapes)")
+
+
+# -------------------------------------------------------------------------------------- evaluation
+
+def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float = TAU, upsample_mode: str = "bilinear",
+                      templates=None, background_prompts=None, device=None, amp: bool = False,
+                      batch_size: int = 64, num_workers: int = 0, progress: bool = True, **_ignored) -> dict:
+    """Zero-shot segmentation of `dataset` (needs masks) by the argmax of the per-patch p over
+    class prototypes; returns metrics (miou, pixel_acc, mean_acc) and the settings used."""
+    if upsample_mode not in UPSAMPLE:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {upsample_mode!r}")
+    device = torch.device(device) if device is not None else model_device(model)
+    classnames = seg_classnames(dataset)
+    if templates is None:
+        templates = COLOR_SEG_TEMPLATES if getattr(dataset, "demo", None) is not None \
+            and _demo_task(dataset) == "color" else SEG_TEMPLATES
+    templates = get_templates(templates, "patchseg")
+    background = list(background_prompts) if background_prompts else list(BACKGROUND_PROMPTS)
+    prompts = [background] + [[fill(t, c) for t in templates] for c in classnames[1:]]
+    protos = text_prototypes(model, tokenizer, prompts, device=device, amp=amp)
+
+    C = len(classnames)
+    conf = np.zeros((C, C), dtype=np.int64)
+    loader = torch.utils.data.DataLoader(_SegPairs(dataset, transform), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers)
+    bar = tqdm(loader, desc=f"patchseg {getattr(dataset, 'name', '')}", unit="batch",
+               disable=not progress, leave=False)
+    grid = None
+    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+        for images, masks in bar:
+            probs = patch_probabilities(model, images.to(device), protos, tau).float()
+            grid = tuple(probs.shape[-2:])
+            pred = upsample(probs, tuple(masks.shape[-2:]), upsample_mode).argmax(dim=1).cpu()
+            conf += confusion_matrix(pred.numpy(), masks.numpy(), C)
+    metrics = segmentation_metrics(conf, classnames)
+    per_class = metrics.pop("per_class_iou")
+    return {"metrics": metrics, "per_class_iou": per_class, "num_samples": len(dataset),
+            "num_classes": C, "classnames": classnames, "patch_grid": list(grid) if grid else None,
+            "prompts": {"background": background, "templates": list(templates)},
+            "tau": tau, "upsample": upsample_mode, "ignore_index": None,
+            "confusion_matrix": conf.tolist()}

@@ -1,0 +1,74 @@
+"""`rils viz`: the semantic-map figure and the training curves."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import rils
+from rils.cli import main as rils_main
+from rils.data.demo import DemoShapes
+from rils.viz import plot_curves, read_metrics, semantic_map
+
+
+def test_semantic_map_panels_and_png(tiny_ckpt, tmp_path):
+    model = rils.load_model(tiny_ckpt)
+    image = DemoShapes("val", num_samples=2)[0]["image"]        # 64 px; the model sees 32 px
+    texts = ["a red circle", "a blue square", "a light background"]
+    out = tmp_path / "map.png"
+    r = semantic_map(model, image, texts, out=out)
+    assert len(r.panel_axes) == len(texts) + 2                  # image, one per text, argmax
+    assert [ax.get_title() for ax in r.panel_axes[1:4]] == texts
+    assert r.probs.shape == (3, 4, 4)
+    assert torch.allclose(r.probs.sum(0), torch.ones(4, 4), atol=1e-5)
+    assert r.image.shape == (32, 32, 3)
+    with Image.open(out) as png:
+        w, h = png.size
+    assert w > h > 100                                          # one row of 5 panels
+    legend = r.panel_axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == texts
+
+
+def test_semantic_map_needs_two_texts(tiny_ckpt):
+    with pytest.raises(ValueError, match="two texts"):
+        semantic_map(rils.load_model(tiny_ckpt), Image.new("RGB", (32, 32)), ["one"])
+
+
+def test_semantic_map_cli(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "m.png"
+    assert rils_main(["viz", "semantic-map", "--checkpoint", str(tiny_ckpt), "--image", "demo-shapes:val:1",
+                      "--texts", "a red circle", "a blue square", "--out", str(out), "--tau", "0.1"]) == 0
+    assert out.is_file() and "of patches" in capsys.readouterr().out
+    assert rils_main(["viz", "semantic-map", "--checkpoint", str(tiny_ckpt), "--image",
+                      str(tmp_path / "none.png"), "--texts", "a", "b", "--out", str(out)]) == 2
+
+
+def _write_metrics(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "lo')   # a cut line
+
+
+def test_curves(tmp_path):
+    rows = [{"step": s, "epoch": s / 100, "lr": 1e-4 * s, "loss": 4 - s / 10, "clip_loss": 3 - s / 10,
+             "recon_loss": 1.0, "i2t_acc": s / 40, "matched_frac": s / 40, "skipped_by_reason": {}}
+            for s in (10, 20, 30)]
+    rows.append({**rows[-1], "loss": 0.5})                      # step 30 again (a resumed run)
+    _write_metrics(tmp_path / "metrics.jsonl", rows)
+    recs = read_metrics(tmp_path)
+    assert [r["step"] for r in recs] == [10, 20, 30] and recs[-1]["loss"] == 0.5
+    out = tmp_path / "curves.png"
+    fig = plot_curves(tmp_path, out)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    assert [l.get_label() for l in fig.axes[0].get_lines()] == ["loss", "clip_loss", "recon_loss"]
+    assert out.is_file()
+    with Image.open(out) as png:
+        assert png.size[0] > 2 * png.size[1]
+
+
+def test_curves_only_present_keys_and_cli(tmp_path, capsys):
+    _write_metrics(tmp_path / "metrics.jsonl", [{"step": 1, "lr": 0.1}, {"step": 2, "lr": 0.2}])
+    assert [ax.get_title() for ax in plot_curves(tmp_path).axes] == ["learning rate"]
+    assert rils_main(["viz", "curves", str(tmp_path / "metrics.jsonl"), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").is_file()
+    assert rils_main(["viz", "curves", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.png")]) == 2
