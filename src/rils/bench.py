@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import create_method, create_model, get_preset
 from .methods.base import MethodOptions
+from .train.optim import adamw, param_groups
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RilsStep:
         self.module = create_method(method_name, model, opts).to(device).train()
         self.preset = model.preset
         self.views = self.module.needs_views
-        self.opt = torch.optim.AdamW([p for p in self.module.parameters() if p.requires_grad], lr=1e-4)
+        self.opt = adamw(param_groups(self.module, 0.05), lr=1e-4)   # what our engine uses
         self.fn = torch.compile(self.module) if compile_ else self.module
 
     def __call__(self, batch):
@@ -76,13 +77,24 @@ class OpenClipStep:
         self.loss = open_clip.ClipLoss()
         self.preset = p
         self.views = False
-        self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)  # what open_clip's trainer uses
 
     def __call__(self, batch):
         self.opt.zero_grad(set_to_none=True)
         img, txt, scale = self.module(batch["image"], batch["text"])
         self.loss(img, txt, scale).backward()
         self.opt.step()
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) of common training GPUs, for model FLOPs utilisation.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+
+def peak_tflops(dev) -> float | None:
+    if dev.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
 def _sync(device):
@@ -146,6 +158,9 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
                     results[name].step_times.append(time.perf_counter() - t)
 
     summaries = {n: r.summary(batch) for n, r in results.items()}
+    peak = peak_tflops(dev)
+    for r in summaries.values():
+        r["mfu"] = r["achieved_tflops"] / peak if peak else None
     ratios = {}
     if "rils:rils" in summaries and "rils:clip" in summaries:
         a, b = summaries["rils:rils"], summaries["rils:clip"]
@@ -158,7 +173,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
                                                        summaries["open_clip:clip"]["median_step_s"])
         ratios["our_clip_over_open_clip_flops"] = (summaries["rils:clip"]["gflops_per_step"] /
                                                    summaries["open_clip:clip"]["gflops_per_step"])
-    return {"preset": preset, "precision": precision, "batch": batch, "steps": steps, "repeats": repeats,
+    return {"peak_tflops": peak, "preset": preset, "precision": precision, "batch": batch, "steps": steps, "repeats": repeats,
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
             "results": summaries, "ratios": ratios}
 
@@ -206,6 +221,22 @@ def _machine(dev) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
+def profile_step(preset: str, method: str, precision: str, batch: int, open_clip: bool = False, rows: int = 15) -> str:
+    """Operator-level CPU/CUDA time of one training step (after one warm-up step), for finding
+    where a step spends its time."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    step = OpenClipStep(preset, dev) if open_clip else RilsStep(method, preset, dev)
+    data = _batch(step.preset, batch, dev, step.views)
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.autocast(**amp):
+        step(data)
+        with torch.profiler.profile() as prof:
+            step(data)
+            _sync(dev)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def format_table(report: dict) -> str:
     lines = [f"{report['preset']} {report['precision']} batch {report['batch']} on {report['machine']}", "",
              f"| {'step':16s} | {'img/s':>8s} | {'step ms':>8s} | {'GFLOP/step':>10s} | {'TFLOP/s':>7s} | {'peak MB':>8s} |",
@@ -214,6 +245,44 @@ def format_table(report: dict) -> str:
         lines.append(f"| {r['name']:16s} | {r['images_per_sec']:8.1f} | {r['median_step_s'] * 1e3:8.1f} | "
                      f"{r['gflops_per_step']:10.1f} | {r['achieved_tflops']:7.3f} | {r['peak_mem_mb']:8.0f} |")
     lines.append("")
+    if report.get("peak_tflops"):
+        lines.append("model FLOPs utilisation: " + ", ".join(
+            f"{r['name']} {r['mfu']:.1%}" for r in report["results"].values()))
     for k, v in report["ratios"].items():
         lines.append(f"{k}: {v:.3f}")
     return "\n".join(lines)
+
+
+def bench_data(preset: str = "vit_ti8_64", n: int = 512, method: str = "rils") -> dict:
+    """Images/s of one data worker: demo rendering, and JPEG decode, each with the training
+    transform and tokenisation, to hold against the model's step rate (x data.workers)."""
+    import io
+
+    from .data.demo import DemoShapes
+    from .data.samples import SampleMaker
+    from .data.transforms import simclr_view_transform, train_transform
+    from .methods import METHODS
+    from .model.text import get_tokenizer
+
+    p = get_preset(preset)
+    views = METHODS[method].needs_views
+    maker = SampleMaker(train_transform(p.image_size), get_tokenizer(p.context_length),
+                        simclr_view_transform(p.image_size) if views else None)
+    demo = DemoShapes("train", num_samples=n, image_size=p.image_size)
+    raw = [demo[i] for i in range(n)]
+    jpegs = []
+    for item in raw:
+        buf = io.BytesIO()
+        item["image"].resize((2 * p.image_size, 2 * p.image_size)).save(buf, format="JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+    out = {"preset": preset, "method": method, "samples": n}
+    t = time.perf_counter()
+    for i in range(n):
+        item = demo[i]
+        maker(item["image"], item["caption"], i)
+    out["demo_render_transform_per_sec"] = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(n):
+        maker(jpegs[i], raw[i]["caption"], i)
+    out["jpeg_decode_transform_per_sec"] = n / (time.perf_counter() - t)
+    return out

@@ -34,7 +34,19 @@ def _bench(args) -> int:
     import json
     from pathlib import Path
 
-    from .bench import format_table, run_bench
+    from .bench import bench_data, format_table, profile_step, run_bench
+    if args.data:
+        report = {m: bench_data(args.preset, method=m) for m in args.methods}
+        print(json.dumps(report, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    if args.profile:
+        for m in args.methods:
+            print(f"== rils:{m}\n" + profile_step(args.preset, m, args.precision, args.batch))
+        if not args.no_open_clip:
+            print("== open_clip:clip\n" + profile_step(args.preset, "clip", args.precision, args.batch, open_clip=True))
+        return 0
     report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
                        args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile)
     print(format_table(report))
@@ -70,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
     p.add_argument("--out", help="write the report as JSON")
+    p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
+    p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("presets", help="list the model presets")
@@ -79,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .viz import add_viz_parser
     add_export_parser(sub)
     add_viz_parser(sub)
+    from .data.prepare import add_data_parser
+    add_data_parser(sub)
 
     try:
         from .eval.cli import add_eval_parser, run_eval

@@ -1,0 +1,239 @@
+"""`rils data prepare NAME --out DIR`: locally installed datasets -> webdataset shards.
+
+Output (the img2dataset layout `rils pretrain data.source=shards` reads):
+    DIR/train/00000.tar ...   DIR/val/00000.tar ...   (fashion-mnist: train/ and test/)
+    DIR/manifest.json         counts per split, shards, skipped-and-why, caption statistics and the
+                              exact brace pattern of each split for data.path=...
+Each sample: KEY.png (RGB), KEY.txt (the caption), KEY.json (id, source path, label/category, ...).
+Output is deterministic: same files and options -> byte-identical shards, whatever --workers.
+
+Datasets:
+    openclipart     Debian openclipart-png + openclipart-svg (/usr/share/openclipart); captions from
+                    the SVG metadata; split by a hash of the drawing's path (--val-fraction, 5%).
+    fashion-mnist   Debian dataset-fashion-mnist (/usr/share/datasets/fashion-mnist); the official
+                    train/test split; 28x28 images kept small.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+from .common import MissingDataError, ShardWriter, sample_files, split_entry, split_of, write_manifest
+
+DATASETS = ("openclipart", "fashion-mnist")
+__all__ = ["DATASETS", "MissingDataError", "prepare", "prepare_openclipart", "prepare_fashion_mnist",
+           "add_data_parser", "run_data_prepare"]
+
+
+def _progress(log, name, done, total, t0):
+    if log is not None:
+        log(f"{name}: {done}/{total} ({time.perf_counter() - t0:.0f} s)")
+
+
+def _pool_map(fn, items, workers: int):
+    """Ordered results; a process pool when workers > 1 (output order never depends on it)."""
+    if workers <= 1 or len(items) < 2 * workers:
+        yield from map(fn, items)
+        return
+    import multiprocessing as mp
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(fn, items, chunksize=4)
+
+
+def _usage(pattern: str | None, samples: int) -> str | None:
+    """The pretrain command for these shards (data.num_samples spares counting them at start)."""
+    return (f"rils pretrain -c rils data.source=shards data.path='{pattern}' data.num_samples={samples}"
+            if pattern else None)
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def prepare_openclipart(out, root=None, image_size: int = 128, shard_size: int = 1000,
+                        limit: int | None = None, val_fraction: float | None = None,
+                        workers: int | None = None, max_pixels: int = 1_000_000_000, log=None) -> dict:
+    from . import openclipart as oc
+
+    root = Path(root or oc.DEFAULT_ROOT)
+    val_fraction = 0.05 if val_fraction is None else float(val_fraction)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if image_size < 8:
+        raise ValueError(f"--image-size must be at least 8, got {image_size}")
+    workers = _default_workers() if workers is None else max(1, int(workers))
+    t0 = time.perf_counter()
+    items, skipped, examples = oc.list_items(root)  # MissingDataError when not installed
+    found, drawings = len(items) + sum(skipped.values()), len(items)
+    if limit is not None:
+        items = items[: max(0, int(limit))]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {s: ShardWriter(out / s, shard_size) for s in ("train", "val")}
+    captions = {s: [] for s in writers}
+    sources, categories, templates, svg_states = Counter(), Counter(), Counter(), Counter()
+    fn = partial(oc.process, image_size=image_size, max_pixels=max_pixels)
+    try:
+        for i, (item, res) in enumerate(zip(items, _pool_map(fn, items, workers)), 1):
+            if "skip" in res:
+                reason = res["skip"]
+                skipped[reason] = skipped.get(reason, 0) + 1
+                if len(examples.setdefault(reason, [])) < 5:
+                    examples[reason].append(item.item_id)
+            else:
+                split = split_of(item.item_id, val_fraction)
+                meta = res["meta"]
+                meta["split"] = split
+                writers[split].write(sample_files(res["png"], "png", res["caption"], meta))
+                captions[split].append(res["caption"])
+                sources[meta["name_source"]] += 1
+                categories[meta["category"] or ""] += 1
+                templates[meta["template"]] += 1
+                svg_states[meta["svg_metadata"]] += 1
+            if i % 1000 == 0:
+                _progress(log, "openclipart", i, len(items), t0)
+    finally:
+        for w in writers.values():
+            w.close()
+    manifest = {
+        "dataset": "openclipart",
+        "source": {"root": str(root), "packages": list(oc.PACKAGES.values())},
+        "options": {"image_size": image_size, "shard_size": shard_size, "limit": limit,
+                    "val_fraction": val_fraction, "max_pixels": max_pixels},
+        "found_png_paths": found,
+        "drawings": drawings,
+        "considered": len(items),
+        "samples": sum(w.count for w in writers.values()),
+        "splits": {s: split_entry(w, captions[s], {"pattern_relative": f"{s}/{{00000..{len(w.shards) - 1:05d}}}.tar"
+                                                    if w.shards else None})
+                   for s, w in writers.items()},
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_examples": {k: v for k, v in sorted(examples.items())},
+        "caption_name_sources": dict(sources.most_common()),
+        "caption_templates": {oc.TEMPLATES[t][1]: n for t, n in sorted(templates.items())},
+        "svg_metadata": dict(svg_states.most_common()),
+        "categories": dict(sorted(categories.items())),
+        "image": {"format": "png", "mode": "RGB", "max_side": image_size, "background": "white"},
+        "usage": {"pretrain": _usage(writers["train"].pattern(), writers["train"].count)},
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def prepare_fashion_mnist(out, root=None, image_size: int = 128, shard_size: int = 1000,
+                          limit: int | None = None, val_fraction: float | None = None,
+                          workers: int | None = None, log=None) -> dict:
+    from PIL import Image
+
+    from . import fashion_mnist as fm
+    from .common import png_bytes
+
+    if val_fraction is not None:
+        raise ValueError("--val-fraction does not apply to fashion-mnist: it keeps the official train/test split")
+    root = Path(root or fm.DEFAULT_ROOT)
+    paths = fm.check_install(root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    splits, found, per_class = {}, {}, {}
+    for split, (img_path, lab_path) in paths.items():
+        images, labels = fm.load_split(img_path, lab_path)
+        found[split] = int(len(labels))
+        n = len(labels) if limit is None else min(len(labels), max(0, int(limit)))
+        writer = ShardWriter(out / split, shard_size)
+        caps, counts = [], Counter()
+        try:
+            for i in range(n):
+                item_id = f"{split}/{i:05d}"
+                label = int(labels[i])
+                caption, template = fm.caption_for(item_id, label)
+                im = Image.fromarray(images[i], mode="L").convert("RGB")
+                if max(im.size) > image_size:  # never enlarged: the training transform resizes
+                    im.thumbnail((image_size, image_size), Image.Resampling.LANCZOS)
+                meta = {"id": item_id, "source": str(img_path), "labels_source": str(lab_path), "index": i,
+                        "split": split, "label": label, "class_name": fm.CLASS_NAMES[label],
+                        "caption": caption, "template": template, "width": im.size[0], "height": im.size[1]}
+                writer.write(sample_files(png_bytes(im), "png", caption, meta))
+                caps.append(caption)
+                counts[fm.CLASS_NAMES[label]] += 1
+                if (i + 1) % 10000 == 0:
+                    _progress(log, f"fashion-mnist {split}", i + 1, n, t0)
+        finally:
+            writer.close()
+        splits[split] = split_entry(writer, caps, {
+            "pattern_relative": f"{split}/{{00000..{len(writer.shards) - 1:05d}}}.tar" if writer.shards else None,
+            "per_class": {c: counts[c] for c in fm.CLASS_NAMES}})
+        per_class[split] = counts
+    manifest = {
+        "dataset": "fashion-mnist",
+        "source": {"root": str(root), "packages": [fm.PACKAGE]},
+        "options": {"image_size": image_size, "shard_size": shard_size, "limit": limit},
+        "found": found,
+        "samples": sum(s["samples"] for s in splits.values()),
+        "splits": splits,
+        "skipped": {},
+        "classes": list(fm.CLASS_NAMES),
+        "caption_templates": list(fm.TEMPLATES),
+        "image": {"format": "png", "mode": "RGB", "size": "28x28 (grayscale as RGB)"},
+        "usage": {"pretrain": _usage(splits["train"]["pattern"], splits["train"]["samples"])},
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def prepare(name: str, out, **options) -> dict:
+    if name == "openclipart":
+        return prepare_openclipart(out, **options)
+    if name == "fashion-mnist":
+        return prepare_fashion_mnist(out, **options)
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+# ---------------------------------------------------------------- command line
+
+def add_data_parser(subparsers) -> None:
+    import argparse
+
+    data = subparsers.add_parser("data", help="dataset tools: prepare shards from installed datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("prepare", help="installed dataset -> webdataset shards + manifest.json",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=DATASETS)
+    p.add_argument("--out", required=True, help="output folder (DIR/train, DIR/val|test, DIR/manifest.json)")
+    p.add_argument("--root", help="install location (default /usr/share/openclipart or "
+                                  "/usr/share/datasets/fashion-mnist)")
+    p.add_argument("--image-size", type=int, default=128,
+                   help="longest side at most this many pixels, aspect kept, never enlarged (default 128)")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--limit", type=int, help="only the first N items (per split for fashion-mnist), for quick tries")
+    p.add_argument("--val-fraction", type=float,
+                   help="openclipart: share of drawings in val/, by a hash of their path (default 0.05)")
+    p.add_argument("--workers", type=int, help="image decoding processes (openclipart; default min(2, CPUs))")
+    p.set_defaults(func=run_data_prepare)
+
+
+def run_data_prepare(args) -> int:
+    t0 = time.perf_counter()
+    options = {"root": args.root, "image_size": args.image_size, "shard_size": args.shard_size,
+               "limit": args.limit, "val_fraction": args.val_fraction, "workers": args.workers,
+               "log": lambda msg: print(msg, file=sys.stderr, flush=True)}
+    try:
+        manifest = prepare(args.name, args.out, **options)
+    except MissingDataError:
+        raise  # main() prints it and exits 2
+    except ValueError as exc:
+        print(f"rils: error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    print(f"{manifest['dataset']}: {manifest['samples']} samples in {seconds:.1f} s -> {Path(args.out) / 'manifest.json'}")
+    for split, entry in manifest["splits"].items():
+        print(f"  {split:5s} {entry['samples']:6d} samples, {entry['shards']} shard(s): {entry['pattern'] or '-'}")
+    if manifest["skipped"]:
+        print("  skipped: " + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()))
+    print(f"  train with: {manifest['usage']['pretrain']}")
+    return 0
