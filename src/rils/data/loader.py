@@ -9,6 +9,10 @@ read is skipped, counted, and its slot filled by the next readable sample, so ba
 Shards: each rank reads its shards (split by rank, then by worker) with a seeded shuffle buffer;
 broken samples are dropped and counted; the stream wraps into another pass when it runs dry, and the
 loop takes a fixed number of batches per epoch. A resume re-reads and discards the batches already used.
+The skip reasons travel with the next good sample of the same pass (`_skipped`); those met after a
+pass's last good sample travel with that last one (it is held back until the pass ends), so a batch
+stream that covers one pass carries every skip of that pass. A pass that yields no good sample at all
+ends this worker's stream (instead of re-reading unreadable shards forever).
 """
 from __future__ import annotations
 
@@ -112,21 +116,32 @@ class ShardStream(IterableDataset):
             samples = wds.tarfile_to_samples(handler=on_error)(self._shards(pass_, worker, workers))
             shuffle_seed = sample_seed(self.seed, self.epoch, f"buffer:{pass_}:{self.rank}:{worker}")
             samples = wds.detshuffle(self.buffer, min(100, self.buffer), seed=shuffle_seed).run(samples)
+            held = None  # the last good sample, yielded once the next one (or the pass's end) is known
             for raw in samples:
                 try:
-                    image = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
-                    if image is None:
-                        raise SkipSample("no_image")
-                    caption = next((raw[k] for k in CAPTION_KEYS if k in raw), None)
-                    if caption is None:
-                        raise SkipSample("no_caption")
-                    key = f"{raw.get('__url__', '')}:{raw.get('__key__', '')}"
-                    sample = self.maker(image, caption, sample_seed(self.seed, self.epoch, key))
+                    sample = self._make(raw)
                 except SkipSample as skip:
                     skipped.append(skip.reason)
                     continue
+                if held is not None:
+                    yield held
                 sample["_skipped"], skipped = skipped, []
-                yield sample
+                held = sample
+            if held is None:
+                return  # a whole pass without one readable sample: reading it again will not help
+            held["_skipped"] = held["_skipped"] + skipped
+            skipped = []
+            yield held
+
+    def _make(self, raw: dict) -> dict:
+        image = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
+        if image is None:
+            raise SkipSample("no_image")
+        caption = next((raw[k] for k in CAPTION_KEYS if k in raw), None)
+        if caption is None:
+            raise SkipSample("no_caption")
+        key = f"{raw.get('__url__', '')}:{raw.get('__key__', '')}"
+        return self.maker(image, caption, sample_seed(self.seed, self.epoch, key))
 
 
 def make_loader(kind: str, source, maker: SampleMaker, *, seed: int, epoch: int, rank: int, world: int,

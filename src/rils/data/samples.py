@@ -6,11 +6,23 @@ import io
 import json
 import warnings
 
+import numpy as np
 import torch
 from PIL import Image
 
 # A decompression bomb is an error, not a warning, and never decoded.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+# Only the web image formats are decoded: bytes that sniff as anything else (EPS, which would run
+# Ghostscript; TIFF; PSD; ...) are a `bad_image`, whatever the file name says.
+# (A camera's multi-picture JPEG opens through the JPEG entry; a format this Pillow lacks is left out.)
+Image.init()
+IMAGE_FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP") if f in Image.OPEN)
+# Shorter side below this: a web placeholder (tracking pixel, spacer), not a picture -> `too_small`.
+MIN_IMAGE_SIDE = 4
+# Captions are cut to this many characters per context token before BPE: the tokenizer keeps only
+# `context_length` tokens anyway, and BPE is quadratic in the length of a word (a 100,000-letter
+# "word" would take minutes).
+CAPTION_CHARS_PER_TOKEN = 32
 
 
 class SkipSample(Exception):
@@ -27,38 +39,66 @@ def sample_seed(run_seed: int, epoch: int, key) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit (and 32-bit integer) greyscale is scaled to 8 bits, not clipped (PIL's
+    convert would turn almost every pixel white); CMYK, palette, grey, alpha go through PIL."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):  # I;16, I;16B, I;16L, I (a 16-bit PNG may open as either)
+        arr = np.asarray(img).astype(np.float64)
+        arr = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # the palette's transparency, without PIL's warning
+    return img.convert("RGB")
+
+
 def decode_image(data) -> Image.Image:
+    """Bytes (or a PIL image) -> 8-bit RGB, or SkipSample: empty_image, decompression_bomb,
+    bad_image (undecodable, truncated, not a web image format), too_small."""
     if isinstance(data, Image.Image):
-        return data.convert("RGB")
-    if not data:
-        raise SkipSample("empty_image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.load()
-            return img.convert("RGB")
-    except SkipSample:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SkipSample("decompression_bomb") from None
-    except Exception:
-        raise SkipSample("bad_image") from None
+        img = to_rgb(data)
+    else:
+        if not data:
+            raise SkipSample("empty_image")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", UserWarning)   # PIL's "corrupt EXIF" and the like
+                img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+                img.load()
+                img = to_rgb(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise SkipSample("decompression_bomb") from None
+        except Exception:
+            raise SkipSample("bad_image") from None
+    if min(img.size) < MIN_IMAGE_SIDE:
+        raise SkipSample("too_small")
+    return img
 
 
 def decode_caption(data) -> str:
-    if isinstance(data, bytes):
+    """bytes or str (plain, or a JSON object with a "caption") -> non-empty str, or SkipSample:
+    bad_caption (not UTF-8, broken JSON), empty_caption."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
         try:
-            data = data.decode("utf-8")
+            data = bytes(data).decode("utf-8")
         except UnicodeDecodeError:
             raise SkipSample("bad_caption") from None
     if isinstance(data, str) and data.lstrip().startswith("{"):
         try:
             data = json.loads(data).get("caption", "")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise SkipSample("bad_caption") from None
     if not isinstance(data, str) or not data.strip():
         raise SkipSample("empty_caption")
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate out of a JSON "\ud800" escape
+        raise SkipSample("bad_caption") from None
     return data.strip()
 
 
@@ -70,10 +110,13 @@ class SampleMaker:
         self.transform = transform
         self.tokenizer = tokenizer
         self.view_transform = view_transform
+        self.max_caption_chars = CAPTION_CHARS_PER_TOKEN * int(getattr(tokenizer, "context_length", None) or 77)
 
     def __call__(self, image, caption, seed: int) -> dict:
+        """A sample dict, or SkipSample naming why not; never another exception."""
+        text = decode_caption(caption)     # the cheap check first
         img = decode_image(image)
-        text = decode_caption(caption)
+        text = text[:self.max_caption_chars]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             out = {"image": self.transform(img), "text": self.tokenizer([text])[0],

@@ -4,6 +4,8 @@ that names the key; the CLI turns it into exit status 2."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,29 @@ CONTRASTIVE = {"clip", "mae_clip", "slip", "rils", "rils_prototypes", "simclr"}
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad configuration; the message is always one line (line breaks in echoed input are escaped)."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(str(message)))
+
+
+def _one_line(text: str) -> str:
+    """Escape every character that str.splitlines() (or a terminal) would break a line at."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if c.splitlines() != [c] else c for c in text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def _show(value) -> str:
+    """repr of a user-supplied value, bounded in size (a YAML alias bomb is not printed in full)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 @dataclass
@@ -60,6 +84,7 @@ class TrainConfig:
     precision: str = "bf16"       # bf16 | fp32
     compile: bool = False
     checkpoint_every: int = 1000  # steps
+    max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
     keep_checkpoints: int = 3     # periodic ones kept besides latest.pt
     log_every: int = 10
     device: str = "auto"          # auto | cpu | cuda
@@ -89,32 +114,40 @@ def _coerce(key: str, value, typ):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:
+                pass
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {_show(value)}")
+            return number
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     elif origin is None and dataclasses.is_dataclass(typ):
         if isinstance(value, dict):
             return value
-    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {_show(value)}")
 
 
 def _apply(obj, data: dict, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if k not in hints:
-            raise ConfigError(f"unknown config key {key!r}")
+        if not isinstance(k, str) or k not in hints:
+            raise ConfigError(f"unknown config key {_show(key)}")
         typ = hints[k]
         if dataclasses.is_dataclass(typ):
             if not isinstance(v, dict):
-                raise ConfigError(f"{key}: expected a mapping of options, got {v!r}")
+                raise ConfigError(f"{key}: expected a mapping of options, got {_show(v)}")
             _apply(getattr(obj, k), v, key + ".")
         else:
             setattr(obj, k, _coerce(key, v, typ))
@@ -122,14 +155,14 @@ def _apply(obj, data: dict, prefix: str = "") -> None:
 
 def _parse_override(item: str) -> dict:
     if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form key=value")
+        raise ConfigError(f"override {_show(item)} is not of the form key=value")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {item!r} has an empty key")
+        raise ConfigError(f"override {_show(item)} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except Exception:  # not YAML (or YAML that Python cannot hold: deep nesting, a 5000-digit int)
         value = raw
     if value is None:
         value = ""
@@ -142,16 +175,32 @@ def _parse_override(item: str) -> dict:
     return out
 
 
+def _is_file(path) -> bool:
+    """Path.is_file that answers False, not ValueError/OSError, for a name the OS cannot hold
+    (a NUL byte, a name too long)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(path) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_recipe(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+    if path.suffix in (".yaml", ".yml") or _exists(path):
+        if not _is_file(path):
+            raise ConfigError(f"config file not found: {_show(str(path))}")
         return path
     candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
+    if not _is_file(candidate):
         names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"unknown recipe {name_or_path!r}; recipes: {names}")
+        raise ConfigError(f"unknown recipe {_show(name_or_path)}; recipes: {names}")
     return candidate
 
 
@@ -160,9 +209,15 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
     if recipe:
         path = resolve_recipe(recipe)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({(str(exc).splitlines() or [''])[0]})") from None
+        except Exception as exc:  # nesting too deep, an int too long for Python, ...
+            raise ConfigError(f"{path}: not a usable YAML file ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         _apply(cfg, data)
@@ -177,9 +232,9 @@ def validate(cfg: Config) -> None:
     from ..presets import list_presets
 
     if cfg.method not in METHODS:
-        raise ConfigError(f"method: unknown method {cfg.method!r}; choose one of {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"method: unknown method {_show(cfg.method)}; choose one of {', '.join(sorted(METHODS))}")
     if cfg.model.preset not in list_presets():
-        raise ConfigError(f"model.preset: unknown preset {cfg.model.preset!r}; choose one of {', '.join(list_presets())}")
+        raise ConfigError(f"model.preset: unknown preset {_show(cfg.model.preset)}; choose one of {', '.join(list_presets())}")
     if not 0.0 < cfg.loss.mask_ratio < 1.0:
         raise ConfigError(f"loss.mask_ratio: must be in (0, 1), got {cfg.loss.mask_ratio}")
     checks = [
@@ -190,6 +245,7 @@ def validate(cfg: Config) -> None:
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
         ("train.checkpoint_every", cfg.train.checkpoint_every >= 1, "must be >= 1"),
+        ("train.max_bad_steps", cfg.train.max_bad_steps >= 1, "must be >= 1"),
         ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
         ("train.precision", cfg.train.precision in ("bf16", "fp32"), "must be bf16 or fp32"),
         ("train.device", cfg.train.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
@@ -199,12 +255,12 @@ def validate(cfg: Config) -> None:
         ("loss.tau_target", cfg.loss.tau_target > 0, "must be > 0"),
         ("loss.tau_pred", cfg.loss.tau_pred > 0, "must be > 0"),
         ("loss.num_prototypes", cfg.loss.num_prototypes >= 1, "must be >= 1"),
-        ("resume", cfg.resume in ("", "latest") or Path(cfg.resume).is_file(), "must be '', 'latest' or a checkpoint file"),
+        ("resume", cfg.resume in ("", "latest") or _is_file(cfg.resume), "must be '', 'latest' or a checkpoint file"),
     ]
     for key, ok, msg in checks:
         if not ok:
             value = eval_key(cfg, key)
-            raise ConfigError(f"{key}: {msg}, got {value!r}")
+            raise ConfigError(f"{key}: {msg}, got {_show(value)}")
     if cfg.data.source != "demo" and not cfg.data.path:
         raise ConfigError(f"data.path: required for data.source={cfg.data.source}")
     if cfg.method in CONTRASTIVE and cfg.train.batch_size < 2:

@@ -19,10 +19,20 @@ from tqdm import tqdm
 
 from .. import create_method, create_model
 from .. import distributed as D
-from ..checkpoint import FORMAT, load_checkpoint, save_atomic
-from .config import Config, dump_config
+from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
+from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
 from .optim import param_groups, warmup_cosine
+
+
+class RunAborted(SystemExit):
+    """The run cannot go on (non-finite steps in a row, a checkpoint that cannot be written, data
+    that ran dry). A SystemExit, so `python -m rils` / `rils` print the one-line message and exit
+    with status 1 without a traceback; `message` is the text without the "rils: error: " prefix."""
+
+    def __init__(self, message: str):
+        self.message = " ".join(str(message).split())
+        super().__init__(f"rils: error: {self.message}")
 
 
 def setup_distributed(cfg: Config):
@@ -31,11 +41,35 @@ def setup_distributed(cfg: Config):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        store = _restart_safe_store(world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def _restart_safe_store(world: int):
+    """The agent's store, under a prefix of this attempt, when torchrun shares one store across restarts.
+
+    torchrun (c10d rendezvous, the default) keeps one TCPStore for the whole job and its workers
+    use it without a per-attempt prefix, so after `--max-restarts` relaunches the group, the new
+    workers read the keys the dead ones left (process-group barrier counts, gloo peer addresses) and
+    hang or fail to connect. Older torch prefixed by the restart count; we do the same. None (plain
+    env:// init) outside torchrun or when the store is not shared (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1).
+    Multi-node caveat: the restart count is per agent; torchrun raises it on every node when the
+    workers fail (what a lost peer causes), not when a node only re-joins."""
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "TORCHELASTIC_RESTART_COUNT" not in env:
+        return None
+    from torch.distributed.constants import default_pg_timeout
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False,
+                          timeout=default_pg_timeout)
+    return dist.PrefixStore(f"/rils/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def rng_state() -> dict:
@@ -56,22 +90,30 @@ def set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def find_resume(cfg: Config, ckpt_dir: Path, log) -> dict | None:
-    """`resume=latest` takes the newest readable checkpoint: latest.pt, else the periodic ones."""
+def find_resume(cfg: Config, ckpt_dir: Path, log) -> tuple[dict, Path] | None:
+    """`resume=latest` takes the newest good checkpoint: latest.pt, else the periodic ones, newest
+    first; a checkpoint that fails its sha256 check or cannot be read is passed over with a warning.
+    An explicit `resume=PATH` that is bad is a configuration error (exit status 2)."""
     if not cfg.resume:
         return None
     if cfg.resume != "latest":
-        return load_checkpoint(cfg.resume)
+        try:
+            ckpt = load_checkpoint(cfg.resume)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"resume: {exc}") from None
+        log(f"resuming from {cfg.resume} (step {ckpt['step']})")
+        return ckpt, Path(cfg.resume)
     candidates = [ckpt_dir / "latest.pt"] + sorted(ckpt_dir.glob("step_*.pt"), reverse=True)
     for path in candidates:
         if path.is_file():
             try:
                 ckpt = load_checkpoint(path)
-                log(f"resuming from {path} (step {ckpt['step']})")
-                return ckpt
-            except ValueError as exc:
+                verified = "" if sidecar_path(path).is_file() else "; no .sha256 sidecar, not verified"
+                log(f"resuming from {path} (step {ckpt['step']}{verified})")
+                return ckpt, path
+            except (ValueError, OSError) as exc:
                 log(f"warning: {exc}; trying an older checkpoint")
-    log(f"resume=latest: no checkpoint in {ckpt_dir}; starting from scratch")
+    log(f"resume=latest: no usable checkpoint in {ckpt_dir}; starting from scratch")
     return None
 
 
@@ -84,23 +126,30 @@ class MetricsLog:
         self.tb = None
         if not enabled:
             return
+        self.failed = False
         if resume_step is not None and self.path.exists():
-            # drop what the interrupted run logged after its checkpoint: it is about to be redone
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            # drop what the interrupted run logged after its checkpoint (it is about to be redone),
+            # and a last line cut short by the kill
+            keep = [ln for ln in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if (rec := _json_record(ln)) is not None and rec["step"] <= resume_step]
             self.path.write_text("".join(k + "\n" for k in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         from torch.utils.tensorboard import SummaryWriter
         self.tb = SummaryWriter(str(out / "tb"))
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict, log=None) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk: the checkpoint save will stop the run, not the log
+            if not self.failed and log is not None:
+                log(f"warning: could not append to {self.path}: {exc.strerror or exc}")
+            self.failed = True
         for k, v in record.items():
-            if isinstance(v, (int, float)) and k not in ("step",):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",):
                 self.tb.add_scalar(k, v, record["step"])
             elif isinstance(v, dict):
                 for kk, vv in v.items():
@@ -112,6 +161,12 @@ class MetricsLog:
 
 
 def train(cfg: Config) -> Path:
+    """Pre-train as `cfg` says; returns the path of the final checkpoint (latest.pt).
+
+    Raises ConfigError (the CLI: exit 2) for a run folder that cannot be made, data that cannot be
+    opened or is too small for a step, or a bad `resume=PATH`; RunAborted (exit 1, one line) when
+    `train.max_bad_steps` steps in a row have a non-finite loss or gradient, when a checkpoint cannot
+    be written, or when the data stream runs dry; KeyboardInterrupt after saving on Ctrl-C."""
     device = setup_distributed(cfg)
     rank, world = D.rank(), D.world_size()
     is_main = rank == 0
@@ -119,8 +174,13 @@ def train(cfg: Config) -> Path:
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, out / "config.yaml")
+        except OSError as exc:
+            raise ConfigError(f"output_dir: cannot write the run folder {out}: "
+                              f"{exc.strerror or exc} ({exc.filename or out})") from None
+        remove_stale_temporaries(ckpt_dir)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -133,12 +193,16 @@ def train(cfg: Config) -> Path:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device).train()
 
-    data = build_train_data(cfg)
+    try:
+        data = build_train_data(cfg)
+    except (ValueError, OSError) as exc:   # no shards, a missing CSV column, an empty folder, ...
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith("data") else f"data.path: {msg}") from None
     B, A = cfg.train.batch_size, cfg.train.accum_steps
     steps_per_epoch = data.micro_batches_per_epoch(B, world) // A
     if steps_per_epoch < 1:
-        raise ValueError(f"data: {data.num_samples} samples do not fill one step of "
-                         f"{B} x {world} ranks x {A} accumulation steps")
+        raise ConfigError(f"data: {data.num_samples} samples do not fill one step of "
+                          f"{B} x {world} ranks x {A} accumulation steps")
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     global_batch = B * world * A
     lr = cfg.train.lr * global_batch / cfg.train.lr_base_batch          # linear scaling rule
@@ -147,38 +211,58 @@ def train(cfg: Config) -> Path:
                                   betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, lr, cfg.train.min_lr))
 
-    start_step, skipped_total = 0, Counter()
-    ckpt = find_resume(cfg, ckpt_dir, log)
+    # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
+    start_step, skipped_total, epoch_skipped, skipped_steps = 0, Counter(), Counter(), 0
+    last_saved = None   # (path, step) of the newest checkpoint known good, for error messages
+    found = find_resume(cfg, ckpt_dir, log)
+    ckpt = found[0] if found else None
     if ckpt is not None:
         method.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_step = ckpt["step"]
         skipped_total.update(ckpt.get("skipped", {}))
+        epoch_skipped.update(ckpt.get("epoch_skipped", {}))
+        skipped_steps = int(ckpt.get("skipped_steps", 0))
         set_rng_state(ckpt["rng"])
+        last_saved = (found[1], start_step)
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main)
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
     step_fn = torch.compile(net) if cfg.train.compile else net
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
+    state = {"window": Counter()}   # unreadable samples met since the counters were last folded
+
+    def fold_skips() -> None:
+        """Sum this window's skipped samples over ranks into the run and epoch counters (collective)."""
+        window = _all_reduce_counter(state["window"]) if world > 1 else state["window"]
+        skipped_total.update(window)
+        epoch_skipped.update(window)
+        state["window"] = Counter()
+
     def save(step: int, periodic: bool) -> None:
-        if not is_main:
-            return
-        state = {"format": FORMAT, "preset": model.preset.to_dict(), "method": cfg.method,
-                 "method_options": cfg.loss.__dict__, "config": cfg.to_dict(), "step": step,
-                 "epoch": step // steps_per_epoch, "state_dict": method.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "skipped": dict(skipped_total), "rng": rng_state()}
-        target = ckpt_dir / (f"step_{step:08d}.pt" if periodic else "latest.pt")
-        save_atomic(state, target)
-        if periodic:
-            tmp = ckpt_dir / ".latest.pt.link"
-            tmp.unlink(missing_ok=True)
-            os.link(target, tmp)           # latest.pt without writing the bytes twice
-            os.replace(tmp, ckpt_dir / "latest.pt")
-            for old in sorted(ckpt_dir.glob("step_*.pt"))[:-cfg.train.keep_checkpoints or None]:
-                old.unlink()
+        """Every rank calls it at the same step; rank 0 writes. A failed write stops every rank."""
+        nonlocal last_saved
+        fold_skips()
+        error = None
+        if is_main:
+            payload = {"format": FORMAT, "preset": model.preset.to_dict(), "method": cfg.method,
+                       "method_options": cfg.loss.__dict__, "config": cfg.to_dict(), "step": step,
+                       "epoch": step // steps_per_epoch, "state_dict": method.state_dict(),
+                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "skipped": dict(skipped_total), "epoch_skipped": dict(epoch_skipped),
+                       "skipped_steps": skipped_steps, "rng": rng_state()}
+            try:
+                path = save_checkpoint(payload, ckpt_dir, step, periodic, cfg.train.keep_checkpoints)
+                last_saved = (path, step)
+            except OSError as exc:
+                error = exc.strerror or str(exc)
+        if _any_rank(error is not None, world, device):
+            kept = (f"the previous checkpoint {last_saved[0]} (step {last_saved[1]}) is intact"
+                    if last_saved else "no earlier checkpoint")
+            raise RunAborted(f"{error}; {kept}; free space or fix the folder, then rerun with resume=latest"
+                             if error else "rank 0 could not write a checkpoint; stopping")
 
     stop = {"flag": False}
     previous_sigint = signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("flag", True))
@@ -188,8 +272,8 @@ def train(cfg: Config) -> Path:
     bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, dynamic_ncols=True, desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line every 10 s
     step, batches, epoch = start_step, None, -1
-    sums, n_sums, images, skipped_window = Counter(), 0, 0, Counter()
-    t_last, nonfinite = time.perf_counter(), 0
+    sums, n_sums, images = Counter(), 0, 0
+    t_last, bad_streak, grad_norm = time.perf_counter(), 0, torch.tensor(float("nan"))
     try:
         while step < total_steps:
             if step // steps_per_epoch != epoch or batches is None:
@@ -197,9 +281,14 @@ def train(cfg: Config) -> Path:
                 batches = epoch_batches(data, cfg, epoch=epoch, rank=rank, world=world,
                                         start=(step % steps_per_epoch) * A, pin_memory=device.type == "cuda")
             optimizer.zero_grad(set_to_none=True)
+            step_sums = Counter()
             for micro in range(A):
-                batch = next(batches)
-                skipped_window.update(batch.pop("skipped"))
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    raise RunAborted(f"data: the stream of {cfg.data.path or cfg.data.source} ran dry in epoch "
+                                     f"{epoch} (no readable sample left for rank {rank})") from None
+                state["window"].update(batch.pop("skipped"))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 sync = micro == A - 1 or world == 1
                 ctx = net.no_sync() if (world > 1 and not sync) else _null()
@@ -207,39 +296,59 @@ def train(cfg: Config) -> Path:
                     outputs = step_fn(batch)
                 (outputs["loss"] / A).backward()
                 for k, v in outputs.items():
-                    sums[k] += float(v.detach())
-                n_sums += 1
+                    step_sums[k] += float(v.detach())
                 images += batch["image"].shape[0] * world
             grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip or float("inf"))
-            if torch.isfinite(grad_norm):
+            # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also
+            # reaches every rank's all-reduced gradient; an infinite one may not), and Ctrl-C on any rank.
+            loss_bad, stop_now = _any_rank_flags([not math.isfinite(step_sums["loss"]), stop["flag"]], world, device)
+            bad = loss_bad or not bool(torch.isfinite(grad_norm))
+            if bad:    # the step is skipped: weights and optimiser state stay as they are
+                skipped_steps += 1
+                bad_streak += 1
+                log(f"step {step + 1}: non-finite loss or gradient norm; update skipped "
+                    f"({bad_streak} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
+            else:
                 optimizer.step()
-                nonfinite = 0
-            else:  # a non-finite gradient never reaches the weights
-                nonfinite += 1
-                log(f"step {step}: non-finite gradient norm, update skipped")
-            scheduler.step()
+                bad_streak = 0
+                sums.update(step_sums)
+                n_sums += A
+            scheduler.step()       # a skipped step still counts: the schedule and data order stay on plan
             model.clamp_logit_scale()
             step += 1
             bar.update(1)
 
-            if step % cfg.train.log_every == 0 or step == total_steps:
+            epoch_end = step % steps_per_epoch == 0
+            if step % cfg.train.log_every == 0 or step == total_steps or epoch_end:
                 now = time.perf_counter()
-                means = {k: v / n_sums for k, v in sums.items()}
-                if world > 1:
+                means = {k: v / n_sums for k, v in sums.items()} if n_sums else {}
+                if world > 1 and means:
                     vec = D.all_reduce_sum(torch.tensor(list(means.values()), dtype=torch.float64, device=device)) / world
                     means = dict(zip(means, vec.cpu().tolist()))
-                    skipped_window = _all_reduce_counter(skipped_window)
-                skipped_total.update(skipped_window)
+                fold_skips()
+                gn = float(grad_norm)
                 record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
                           "lr": scheduler.get_last_lr()[0], **means,
-                          "grad_norm": float(grad_norm), "images_per_sec": images / (now - t_last),
-                          "skipped": sum(skipped_total.values()), "skipped_by_reason": dict(skipped_total)}
-                metrics.write(record)
-                bar.set_postfix(loss=f"{means['loss']:.3f}", img_s=f"{record['images_per_sec']:.0f}")
-                sums, n_sums, images, skipped_window, t_last = Counter(), 0, 0, Counter(), now
-            if step % cfg.train.checkpoint_every == 0 and step < total_steps:
-                save(step, periodic=True)
-            if _any_rank(stop["flag"], world, device):
+                          "grad_norm": gn if math.isfinite(gn) else None, "images_per_sec": images / (now - t_last),
+                          "skipped": sum(skipped_total.values()), "skipped_by_reason": dict(skipped_total),
+                          "skipped_steps": skipped_steps,
+                          "epoch_samples": ((step - 1) % steps_per_epoch + 1) * global_batch,
+                          "epoch_skipped": sum(epoch_skipped.values()),
+                          "epoch_skipped_by_reason": dict(epoch_skipped)}
+                metrics.write(record, log)
+                bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", img_s=f"{record['images_per_sec']:.0f}")
+                sums, n_sums, images, t_last = Counter(), 0, 0, now
+                if epoch_end:
+                    epoch_skipped.clear()
+            if bad_streak >= cfg.train.max_bad_steps:
+                kept = (f"the last good checkpoint is {last_saved[0]} (step {last_saved[1]})" if last_saved
+                        else "no checkpoint was written")
+                raise RunAborted(f"{bad_streak} consecutive steps with a non-finite loss or gradient "
+                                 f"(train.max_bad_steps={cfg.train.max_bad_steps}), the last at step {step}; "
+                                 f"stopped without saving; {kept}")
+            if step % cfg.train.checkpoint_every == 0 and step < total_steps and bad_streak == 0:
+                save(step, periodic=True)   # not in a streak of bad steps: it may be the start of a divergence
+            if stop_now:
                 save(step, periodic=False)
                 log(f"interrupted: checkpoint saved at step {step}; continue with resume=latest")
                 raise KeyboardInterrupt
@@ -262,11 +371,16 @@ class _null:
 
 def _any_rank(flag: bool, world: int, device) -> bool:
     """Ranks must stop at the same step, or the next collective would hang."""
+    return _any_rank_flags([flag], world, device)[0]
+
+
+def _any_rank_flags(flags: list[bool], world: int, device) -> list[bool]:
+    """For each flag, whether it is set on any rank (one all-reduce for all of them)."""
     if world == 1:
-        return flag
-    t = torch.tensor(float(flag), device=device)
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def _all_reduce_counter(counter: Counter) -> Counter:
@@ -277,3 +391,13 @@ def _all_reduce_counter(counter: Counter) -> Counter:
     for c in gathered:
         total.update(c)
     return total
+
+
+def _json_record(line: str):
+    """A metrics line as a dict with a numeric step, or None (a line cut short by a kill)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and not isinstance(rec["step"], bool)
+    return rec if ok else None
