@@ -7,7 +7,7 @@ PROTOCOL is zeroshot, retrieval, linear, fewshot, finetune or patchseg; CKPT a r
 `open_clip:MODEL[@PRETRAINED]` or `local-dir:PATH`; DATASET `fashion-mnist`, `demo-shapes` or a
 path (ImageFolder tree or CSV; see rils.eval.datasets). A suite config looks like
 
-    checkpoint: runs/demo/checkpoint.pt
+    checkpoint: runs/demo/checkpoints/latest.pt
     device: cpu                 # optional: any common option, a default for every entry
     evals:
       - {protocol: zeroshot, dataset: demo-shapes, options: {task: color}}
