@@ -26,7 +26,7 @@ def step_table(report):
 
 def main():
     out = []
-    files = sorted(f for f in RESULTS.glob("*.json") if not f.name.startswith("data_"))
+    files = sorted(f for f in RESULTS.glob("*.json") if not f.name.startswith(("data_", "precision_")))
     for f in files:
         out += [f"### `{f.name}`", "", step_table(json.loads(f.read_text())), ""]
     goals = ["| goal | measured | file | met |", "|---|---:|---|---|"]
@@ -43,13 +43,12 @@ def main():
         if "our_clip_over_open_clip_step_time" in rat:
             v = rat["our_clip_over_open_clip_step_time"]
             goals.append(f"| our CLIP step ≤ 0.9 × open_clip's | {v:.3f} | {f.name} | {'yes' if v <= 0.9 else 'no'} |")
-    for preset in sorted({json.loads(f.read_text())["preset"] for f in files}):
-        bf, fp = (load(f"cpu_{preset}_bf16.json"), load(f"cpu_{preset}_fp32.json"))
-        if bf and fp:
-            for name in bf["results"]:
-                v = bf["results"][name]["images_per_sec"] / fp["results"][name]["images_per_sec"]
-                goals.append(f"| bf16 ≥ 2.5 × fp32 throughput ({name}, {preset}) | {v:.2f} | "
-                             f"cpu_{preset}_bf16/fp32.json | {'yes' if v >= 2.5 else 'no'} |")
+    for f in sorted(RESULTS.glob("precision_*.json")):
+        r = json.loads(f.read_text())
+        for name, row in r["results"].items():
+            v = row["bf16_speedup"]
+            goals.append(f"| bf16 ≥ 2.5 × fp32 throughput (rils:{name}, {r['preset']}, interleaved) | {v:.2f} | "
+                         f"{f.name} | {'yes' if v >= 2.5 else 'no'} |")
     data = sorted(RESULTS.glob("data_*.json"))
     for f in data:
         for method, r in json.loads(f.read_text()).items():

@@ -286,3 +286,34 @@ def bench_data(preset: str = "vit_ti8_64", n: int = 512, method: str = "rils") -
         maker(jpegs[i], raw[i]["caption"], i)
     out["jpeg_decode_transform_per_sec"] = n / (time.perf_counter() - t)
     return out
+
+
+def run_precision_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), batch: int = 64, steps: int = 5,
+                        warmup: int = 2, repeats: int = 3, device: str = "auto") -> dict:
+    """bf16 autocast against fp32 on the same model objects, interleaved, so the speed-up is a ratio
+    measured side by side rather than across two runs."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    out = {"preset": preset, "batch": batch, "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
+           "results": {}}
+    for m in methods:
+        torch.manual_seed(0)
+        step = RilsStep(m, preset, dev)
+        data = _batch(step.preset, batch, dev, step.views)
+        times = {"bf16": [], "fp32": []}
+        for prec in times:
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
+                for _ in range(warmup):
+                    step(data)
+        for _ in range(repeats):
+            for prec in times:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
+                    for _ in range(steps):
+                        t = time.perf_counter()
+                        step(data)
+                        _sync(dev)
+                        times[prec].append(time.perf_counter() - t)
+        med = {p: statistics.median(v) for p, v in times.items()}
+        out["results"][m] = {"bf16_images_per_sec": batch / med["bf16"], "fp32_images_per_sec": batch / med["fp32"],
+                             "bf16_speedup": med["fp32"] / med["bf16"], "step_times_s": times}
+    return out

@@ -34,7 +34,16 @@ def _bench(args) -> int:
     import json
     from pathlib import Path
 
-    from .bench import bench_data, format_table, profile_step, run_bench
+    from .bench import bench_data, format_table, profile_step, run_bench, run_precision_bench
+    if args.precision_ratio:
+        report = run_precision_bench(args.preset, tuple(args.methods), args.batch, args.steps, args.warmup,
+                                     args.repeats, device=args.device)
+        for m, r in report["results"].items():
+            print(f"{m}: bf16 {r['bf16_images_per_sec']:.1f} img/s, fp32 {r['fp32_images_per_sec']:.1f} img/s, "
+                  f"bf16 speed-up {r['bf16_speedup']:.2f}x")
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if args.data:
         report = {m: bench_data(args.preset, method=m) for m in args.methods}
         print(json.dumps(report, indent=1))
@@ -84,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the report as JSON")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
     p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")
+    p.add_argument("--precision-ratio", action="store_true", help="measure bf16 against fp32, interleaved, instead")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("presets", help="list the model presets")
