@@ -17,4 +17,6 @@ $PY -m rils bench --preset vit_s16 --batch 16 --precision fp32 --steps 3 --repea
 # bf16 against fp32 on the same model objects, interleaved (the speed-up goal)
 $PY -m rils bench --precision-ratio --preset vit_ti8_64 --batch 64 --steps 3 --repeats 3 --out $OUT/precision_vit_ti8_64.json
 $PY -m rils bench --precision-ratio --preset vit_s16 --batch 16 --steps 2 --repeats 3 --out $OUT/precision_vit_s16.json
+# where the time goes: operator profiles of one step (ours and open_clip's)
+$PY -m rils bench --profile --preset vit_s16 --batch 16 --precision bf16 --methods clip rils > $OUT/profile_vit_s16_bf16.txt 2>&1
 $PY benchmarks/perf_tables.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Zero-shot patch segmentation on the demo corpus (docs/RESULTS.md): RILS, CLIP and MAE+CLIP pre-trained
 # with the same demo recipe and budget, each scored by `rils eval patchseg` on the held-out split.
+# (`make demo` leaves the RILS run in runs/demo: copy it to runs/patchseg/rils to skip retraining it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
