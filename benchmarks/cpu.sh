@@ -13,7 +13,6 @@ $PY -m rils bench --preset vit_ti8_64 --batch 64 --precision fp32 --steps 5 --re
 $PY -m rils bench --data --preset vit_ti8_64 --methods rils slip --out $OUT/data_vit_ti8_64.json
 # a 224 px preset: ViT-S/16
 $PY -m rils bench --preset vit_s16 --batch 16 --precision bf16 --steps 3 --repeats 3 --out $OUT/cpu_vit_s16_bf16.json
-$PY -m rils bench --preset vit_s16 --batch 16 --precision fp32 --steps 3 --repeats 3 --out $OUT/cpu_vit_s16_fp32.json
 # bf16 against fp32 on the same model objects, interleaved (the speed-up goal)
 $PY -m rils bench --precision-ratio --preset vit_ti8_64 --batch 64 --steps 3 --repeats 3 --out $OUT/precision_vit_ti8_64.json
 $PY -m rils bench --precision-ratio --preset vit_s16 --batch 16 --steps 2 --repeats 3 --out $OUT/precision_vit_s16.json
