@@ -22,7 +22,7 @@ from .. import distributed as D
 from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
 from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
-from .optim import param_groups, warmup_cosine
+from .optim import adamw, param_groups, warmup_cosine
 
 
 class RunAborted(SystemExit):
@@ -207,8 +207,8 @@ def train(cfg: Config) -> Path:
     global_batch = B * world * A
     lr = cfg.train.lr * global_batch / cfg.train.lr_base_batch          # linear scaling rule
     warmup = cfg.train.warmup_steps or round(cfg.train.warmup_epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(method, cfg.train.weight_decay), lr=lr,
-                                  betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps)
+    optimizer = adamw(param_groups(method, cfg.train.weight_decay), lr=lr,
+                      betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, lr, cfg.train.min_lr))
 
     # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
