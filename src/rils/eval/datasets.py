@@ -18,6 +18,7 @@ import csv
 import gzip
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ NAMES = ("fashion-mnist", "demo-shapes")
 _HELD_OUT = ("test", "val")
 
 
-class EvalDataset:
+class EvalDataset(ABC):
     """Images (RGB PIL, loaded lazily) with integer `labels` + `classnames` and/or `captions`.
 
     `template_key` names the entry of the shipped class names / templates JSON, when there is one.
@@ -44,11 +45,11 @@ class EvalDataset:
     captions: list[list[str]] | None = None
     template_key: str | None = None
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def image(self, i: int) -> Image.Image:
-        raise NotImplementedError
+    @abstractmethod
+    def image(self, i: int) -> Image.Image: ...
 
     def require_labels(self) -> np.ndarray:
         if self.labels is None:
