@@ -141,7 +141,7 @@ def link_checkpoint(target: str | Path, link: str | Path, digest: str | None = N
 
 
 def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, periodic: bool, keep: int = 0) -> Path:
-    """The trainer's save: `step_XXXXXXXX.pt` (periodic) with `latest.pt` a hard link of it, or
+    """The trainer's save: `step_NNNNNNNN.pt` (periodic) with `latest.pt` a hard link of it, or
     `latest.pt` alone. Periodic files beyond the newest `keep` are removed (0 = keep all).
     On failure nothing that was there before is changed, a half-made periodic file is removed, and
     the OSError names the file that could not be written."""
