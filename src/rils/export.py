@@ -277,6 +277,14 @@ _BLOCK_RENAMES = (("norm1.", "ln_1."), ("attn.qkv.weight", "attn.in_proj_weight"
                   ("norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
 
 
+def _rename_block_key(rest: str, pairs) -> str | None:
+    """The first (old prefix, new prefix) of `pairs` that `rest` starts with, applied; None if none."""
+    for old, new in pairs:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return None
+
+
 def to_open_clip_state_dict(model, tower: str) -> dict:
     """Our dual encoder's weights (no decoder) under open_clip CustomTextCLIP names."""
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
@@ -295,13 +303,10 @@ def to_open_clip_state_dict(model, tower: str) -> dict:
     for k in list(t):
         if k.startswith("blocks."):
             i, rest = k[len("blocks."):].split(".", 1)
-            for a, b in _BLOCK_RENAMES:
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
-            else:
+            renamed = _rename_block_key(rest, _BLOCK_RENAMES)
+            if renamed is None:
                 raise ValueError(f"no open_clip name for trunk weight {k!r}")
-            out[f"visual.transformer.resblocks.{i}.{rest}"] = t.pop(k)
+            out[f"visual.transformer.resblocks.{i}.{renamed}"] = t.pop(k)
     if t:
         raise ValueError(f"trunk weights with no open_clip counterpart: {sorted(t)}")
     return out
@@ -333,11 +338,8 @@ def from_open_clip_state_dict(sd: dict, preset: Preset, tower: str) -> dict:
     for k in list(v):
         if k.startswith("transformer.resblocks."):
             i, rest = k[len("transformer.resblocks."):].split(".", 1)
-            for a, b in _BLOCK_RENAMES:
-                if rest.startswith(b):
-                    rest = a + rest[len(b):]
-                    break
-            out[f"{tr}blocks.{i}.{rest}"] = v.pop(k)
+            renamed = _rename_block_key(rest, [(b, a) for a, b in _BLOCK_RENAMES])
+            out[f"{tr}blocks.{i}.{rest if renamed is None else renamed}"] = v.pop(k)
     if v:
         raise ValueError(f"open_clip weights with no rils counterpart: {sorted(v)}")
     return out

@@ -295,8 +295,10 @@ def train(cfg: Config) -> Path:
                 with ctx, torch.autocast(**amp):
                     outputs = step_fn(batch)
                 (outputs["loss"] / A).backward()
-                for k, v in outputs.items():
-                    step_sums[k] += float(v.detach())
+                # one device-to-host copy for all logged parts, not one per part
+                values = torch.stack([v.detach().float() for v in outputs.values()]).tolist()
+                for k, v in zip(outputs, values):
+                    step_sums[k] += v
                 images += batch["image"].shape[0] * world
             grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip or float("inf"))
             # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also
