@@ -35,14 +35,14 @@ def main():
                                   for c in range(10)]))
     out = {"checkpoint": args.checkpoint, "method": getattr(m, "method", None)}
     if tok is not None:
-        out["zeroshot"] = evaluate_zeroshot(m, tok, tf, test, amp=True, **extract)["metrics"]
+        out["zeroshot"] = evaluate_zeroshot(m, tok, tf, test, precision="bf16", **extract)["metrics"]
         ret = evaluate_retrieval(m, tok, tf, load_dataset(args.retrieval_csv, "val", kind="retrieval"),
-                                 amp=True, **extract)
+                                 precision="bf16", **extract)
         out["retrieval"] = ret["metrics"]
-    lin = evaluate_linear(m, tf, Subset(train, idx), test, amp=True, progress=False, epochs=30,
+    lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="bf16", progress=False, epochs=30,
                           blrs=[0.1, 1.0, 10.0], **{k: v for k, v in extract.items() if k != "progress"})
     out["linear"] = lin
-    few = evaluate_fewshot(m, tf, train, test, amp=True, seeds=3, **extract)
+    few = evaluate_fewshot(m, tf, train, test, precision="bf16", seeds=3, **extract)
     out["fewshot"] = few
     out["eval_seconds"] = round(time.time() - t0, 1)
     with open(args.out, "w") as fh:

@@ -12,11 +12,11 @@ for m in rils clip mae_clip; do
   [ -f "$out/checkpoints/latest.pt" ] || $PY -m rils pretrain -c demo method=$m output_dir=$out resume=latest
   for task in shape color; do
     $PY -m rils eval patchseg --checkpoint "$out/checkpoints/latest.pt" --dataset demo-shapes --split val \
-        --task $task --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_${task}.json"
+        --task $task --precision fp32 --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_${task}.json"
   done
   $PY -m rils eval zeroshot --checkpoint "$out/checkpoints/latest.pt" --dataset demo-shapes --split val \
-      --task shape --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_zeroshot_shape.json"
+      --task shape --precision fp32 --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_zeroshot_shape.json"
   $PY -m rils eval zeroshot --checkpoint "$out/checkpoints/latest.pt" --dataset demo-shapes --split val \
-      --task color --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_zeroshot_color.json"
+      --task color --precision fp32 --num-workers 0 --quiet --no-cache --out "$RES/patchseg_${m}_zeroshot_color.json"
   cp "$out/metrics.jsonl" "$RES/patchseg_${m}.metrics.jsonl"
 done

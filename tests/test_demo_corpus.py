@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rils.data import demo
-from rils.data.demo import COLORS, SHAPES, DemoShapes, zeroshot_templates
+from rils.data.demo import COLORS, SHAPES, DemoShapes, segmentation_classes, zeroshot_templates
 
 # What the colour words mean, independent of the renderer's palette: the colour
 # of a rendered shape must be nearest to the anchor of its name.
@@ -144,6 +144,21 @@ def test_labels_match_items(val):
     assert DemoShapes.classnames("color") == list(COLORS)
 
 
+def test_segmentation_masks(val):
+    ds, items = val
+    assert segmentation_classes("shape") == ["background", *SHAPES]
+    assert segmentation_classes("color") == ["background", *COLORS]
+    for i, s in enumerate(items[:20]):
+        image, kinds = ds.image_and_mask(i)                       # the sample's own image and seg
+        assert image.tobytes() == s["image"].tobytes() and np.array_equal(kinds, s["seg"])
+        colors = ds.segmentation(i, "color")
+        assert colors.dtype == np.uint8 and np.array_equal(colors > 0, kinds > 0)   # same regions
+        dominant = kinds == s["shape"] + 1
+        assert dominant.any() and (colors[dominant] == s["color"] + 1).all()
+        for k in np.unique(kinds[kinds > 0]):                      # one colour per shape kind
+            assert len(np.unique(colors[kinds == k])) == 1
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_classes_are_balanced(split):
     ds = DemoShapes(split)
@@ -169,6 +184,8 @@ def test_zeroshot_templates():
     lambda: DemoShapes("train", seed=-1),
     lambda: DemoShapes("val", 10).labels("size"),
     lambda: DemoShapes.classnames("size"),
+    lambda: DemoShapes("val", 10).segmentation(0, "size"),
+    lambda: segmentation_classes("size"),
     lambda: zeroshot_templates("size"),
 ])
 def test_bad_arguments_raise_value_error(call):

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import gc
 import os
-import json
 import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import create_method, create_model, get_preset
+from .factory import create_model
+from .methods import create_method
 from .methods.base import MethodOptions
+from .precision import autocast, native_bf16, resolve_device, resolve_precision
+from .presets import get_preset
+from .train.config import TrainConfig
 from .train.optim import adamw, param_groups
+from .train.step import train_step
 
 
 @dataclass
@@ -48,7 +52,11 @@ def _batch(preset, batch: int, device, views: bool, seed: int = 0) -> dict:
 
 
 class RilsStep:
-    def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False):
+    """The training step the engine runs (`rils.train.step.train_step`): autocast, accumulation
+    over `accum_steps` micro-batches, clipping at the training default, the finiteness check, AdamW."""
+
+    def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False,
+                 precision: str = "fp32", grad_clip: float = TrainConfig.grad_clip, accum_steps: int = 1):
         model = create_model(preset_name, method=method_name)
         opts = MethodOptions(num_prototypes=1024)
         self.module = create_method(method_name, model, opts).to(device).train()
@@ -56,17 +64,25 @@ class RilsStep:
         self.views = self.module.needs_views
         self.opt = adamw(param_groups(self.module, 0.05), lr=1e-4)   # what our engine uses
         self.fn = torch.compile(self.module) if compile_ else self.module
+        self.device, self.precision = torch.device(device), precision
+        self.grad_clip, self.accum_steps = grad_clip, accum_steps
+
+    def forward(self, batch):
+        with autocast(self.device, self.precision):
+            return self.module(batch)
 
     def __call__(self, batch):
-        self.opt.zero_grad(set_to_none=True)
-        self.fn(batch)["loss"].backward()
-        self.opt.step()
+        n = batch["image"].shape[0]
+        size = -(-n // self.accum_steps)
+        micro = [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
+        train_step(self.module, self.module, self.opt, micro, device=self.device, precision=self.precision,
+                   grad_clip=self.grad_clip, forward=self.fn)
 
 
 class OpenClipStep:
     """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
 
-    def __init__(self, preset_name: str, device):
+    def __init__(self, preset_name: str, device, precision: str = "fp32"):
         import open_clip
         p = get_preset(preset_name)
         vision = dict(layers=p.depth, width=p.width, head_width=p.width // p.heads, patch_size=p.patch_size,
@@ -78,11 +94,16 @@ class OpenClipStep:
         self.preset = p
         self.views = False
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)  # what open_clip's trainer uses
+        self.device, self.precision = torch.device(device), precision
+
+    def forward(self, batch):
+        with autocast(self.device, self.precision):
+            img, txt, scale = self.module(batch["image"], batch["text"])
+            return self.loss(img, txt, scale)
 
     def __call__(self, batch):
         self.opt.zero_grad(set_to_none=True)
-        img, txt, scale = self.module(batch["image"], batch["text"])
-        self.loss(img, txt, scale).backward()
+        self.forward(batch).backward()
         self.opt.step()
 
 
@@ -105,25 +126,23 @@ def _sync(device):
 def _count_flops(step, batch) -> float:
     """Training FLOPs per step = 3 x forward FLOPs (backward costs twice the forward), the usual
     convention for model FLOPs utilisation. The forward is counted operator by operator."""
-    module = step.module
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        if isinstance(step, OpenClipStep):
-            img, txt, scale = module(batch["image"], batch["text"])
-            step.loss(img, txt, scale)
-        else:
-            module(batch)
+        step.forward(batch)
     return 3.0 * float(counter.get_total_flops())
 
 
-def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: str = "bf16", batch: int = 64,
+def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: str = "auto", batch: int = 64,
               steps: int = 10, warmup: int = 3, repeats: int = 3, open_clip: bool = True, device: str = "auto",
-              compile_: bool = False) -> dict:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_)) for m in methods}
+              compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
+              progress=None) -> dict:
+    dev = resolve_device(device)
+    requested = precision
+    precision, why = resolve_precision(precision, dev)
+    say = progress or (lambda msg: None)
+    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, grad_clip, accum_steps))
+                  for m in methods}
     if open_clip:
-        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev)
+        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision)
     steppers, results = {}, {}
     for name, make in candidates.items():
         torch.manual_seed(0)
@@ -133,29 +152,31 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
 
     # FLOPs (fwd + bwd, from the operator counts) and peak memory, one step each.
     for name, step in steppers.items():
-        with torch.autocast(**amp):
-            results[name].flops_per_step = _count_flops(step, batches[name])
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
+        say(f"{name}: FLOPs and peak memory")
+        results[name].flops_per_step = _count_flops(step, batches[name])
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step(batches[name])
+            _sync(dev)
+            results[name].peak_mem_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+        else:
+            results[name].peak_mem_mb = _cpu_step_peak_mb(name, preset, batch, precision,
+                                                          (grad_clip, accum_steps))
+
+    for name, step in steppers.items():
+        say(f"{name}: {warmup} warm-up steps")
+        for _ in range(warmup):
+            step(batches[name])
+    _sync(dev)
+    for r in range(repeats):          # interleave: every method sees the same machine state
+        say(f"repetition {r + 1}/{repeats}: {steps} steps of each of {', '.join(steppers)}")
+        for name, step in steppers.items():
+            for _ in range(steps):
+                t = time.perf_counter()
                 step(batches[name])
                 _sync(dev)
-                results[name].peak_mem_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
-            else:
-                results[name].peak_mem_mb = _cpu_step_peak_mb(name, preset, batch, precision)
-
-    with torch.autocast(**amp):
-        for name, step in steppers.items():
-            for _ in range(warmup):
-                step(batches[name])
-        _sync(dev)
-        for _ in range(repeats):          # interleave: every method sees the same machine state
-            for name, step in steppers.items():
-                for _ in range(steps):
-                    t = time.perf_counter()
-                    step(batches[name])
-                    _sync(dev)
-                    results[name].step_times.append(time.perf_counter() - t)
+                results[name].step_times.append(time.perf_counter() - t)
 
     summaries = {n: r.summary(batch) for n, r in results.items()}
     peak = peak_tflops(dev)
@@ -173,23 +194,27 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
                                                        summaries["open_clip:clip"]["median_step_s"])
         ratios["our_clip_over_open_clip_flops"] = (summaries["rils:clip"]["gflops_per_step"] /
                                                    summaries["open_clip:clip"]["gflops_per_step"])
-    return {"peak_tflops": peak, "preset": preset, "precision": precision, "batch": batch, "steps": steps, "repeats": repeats,
+    return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
+            "precision_reason": why, "native_bf16": native_bf16(dev),
+            "accum_steps": accum_steps, "grad_clip": grad_clip,
+            "batch": batch, "steps": steps, "repeats": repeats,
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
             "results": summaries, "ratios": ratios}
 
 
-def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, queue) -> None:
+def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, step_options, queue) -> None:
     torch.manual_seed(0)
-    step = OpenClipStep(preset, torch.device("cpu")) if kind == "open_clip" else RilsStep(method, preset, torch.device("cpu"))
-    data = _batch(step.preset, batch, torch.device("cpu"), step.views)
+    cpu = torch.device("cpu")
+    step = (OpenClipStep(preset, cpu, precision) if kind == "open_clip"
+            else RilsStep(method, preset, cpu, False, precision, *step_options))
+    data = _batch(step.preset, batch, cpu, step.views)
     gc.collect()
     before = _rss_mb()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        step(data)
+    step(data)
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
 
 
-def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str) -> float:
+def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str, step_options=()) -> float:
     """Peak resident memory of the first training step (activations, gradients, optimiser state)
     above the resident size after building the model, in a fresh process per method so that each
     gets its own high-water mark. (Forking this process instead could deadlock OpenMP.)"""
@@ -197,7 +222,7 @@ def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str) -> flo
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     kind, method = name.split(":")
-    proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, queue))
+    proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, step_options, queue))
     proc.start()
     value = queue.get(timeout=600)
     proc.join()
@@ -224,21 +249,21 @@ def _machine(dev) -> str:
 def profile_step(preset: str, method: str, precision: str, batch: int, open_clip: bool = False, rows: int = 15) -> str:
     """Operator-level CPU/CUDA time of one training step (after one warm-up step), for finding
     where a step spends its time."""
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    step = OpenClipStep(preset, dev) if open_clip else RilsStep(method, preset, dev)
+    dev = resolve_device("auto")
+    precision = resolve_precision(precision, dev)[0]
+    step = OpenClipStep(preset, dev, precision) if open_clip else RilsStep(method, preset, dev, False, precision)
     data = _batch(step.preset, batch, dev, step.views)
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.autocast(**amp):
+    step(data)
+    with torch.profiler.profile() as prof:
         step(data)
-        with torch.profiler.profile() as prof:
-            step(data)
-            _sync(dev)
+        _sync(dev)
     key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['preset']} {report['precision']} batch {report['batch']} on {report['machine']}", "",
+    lines = [f"{report['preset']} {report['precision']} ({report.get('precision_reason', '')}) batch "
+             f"{report['batch']} on {report['machine']}", "",
              f"| {'step':16s} | {'img/s':>8s} | {'step ms':>8s} | {'GFLOP/step':>10s} | {'TFLOP/s':>7s} | {'peak MB':>8s} |",
              "|" + "|".join("-" * n for n in (18, 10, 10, 12, 9, 10)) + "|"]
     for r in report["results"].values():
@@ -292,27 +317,26 @@ def run_precision_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), ba
                         warmup: int = 2, repeats: int = 3, device: str = "auto") -> dict:
     """bf16 autocast against fp32 on the same model objects, interleaved, so the speed-up is a ratio
     measured side by side rather than across two runs."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     out = {"preset": preset, "batch": batch, "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
-           "results": {}}
+           "bf16": resolve_precision("auto", dev)[1], "results": {}}
     for m in methods:
         torch.manual_seed(0)
         step = RilsStep(m, preset, dev)
         data = _batch(step.preset, batch, dev, step.views)
         times = {"bf16": [], "fp32": []}
         for prec in times:
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
-                for _ in range(warmup):
-                    step(data)
+            step.precision = prec
+            for _ in range(warmup):
+                step(data)
         for _ in range(repeats):
             for prec in times:
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
-                    for _ in range(steps):
-                        t = time.perf_counter()
-                        step(data)
-                        _sync(dev)
-                        times[prec].append(time.perf_counter() - t)
+                step.precision = prec
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    step(data)
+                    _sync(dev)
+                    times[prec].append(time.perf_counter() - t)
         med = {p: statistics.median(v) for p, v in times.items()}
         out["results"][m] = {"bf16_images_per_sec": batch / med["bf16"], "fp32_images_per_sec": batch / med["fp32"],
                              "bf16_speedup": med["fp32"] / med["bf16"], "step_times_s": times}

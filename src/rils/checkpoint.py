@@ -242,13 +242,3 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def model_state(ckpt: dict) -> dict:
     """The dual encoder's weights out of a method's state dict (keys 'model.*')."""
     return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-
-
-def load_model(path: str | Path, map_location="cpu"):
-    from . import create_model
-    from .presets import Preset
-
-    ckpt = load_checkpoint(path, map_location)
-    model = create_model(Preset(**ckpt["preset"]), method=ckpt["method"])
-    model.load_state_dict(model_state(ckpt), strict=True)
-    return model.eval()

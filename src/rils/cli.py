@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .precision import PRECISIONS
+
 
 def _pretrain(args) -> int:
     from .train.config import load_config
@@ -56,8 +58,11 @@ def _bench(args) -> int:
         if not args.no_open_clip:
             print("== open_clip:clip\n" + profile_step(args.preset, "clip", args.precision, args.batch, open_clip=True))
         return 0
+    extra = {} if args.grad_clip is None else {"grad_clip": args.grad_clip}
     report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
-                       args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile)
+                       args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile,
+                       accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
+                       **extra)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="train-step throughput, memory and FLOPs, side by side with open_clip")
     p.add_argument("--preset", default="vit_ti8_64")
     p.add_argument("--methods", nargs="+", default=["clip", "rils"])
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where the hardware computes it natively, else fp32")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per step, as train.accum_steps")
+    p.add_argument("--grad-clip", type=float, default=None, help="as train.grad_clip (default: its default)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")

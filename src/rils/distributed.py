@@ -52,3 +52,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().clone()
     dist.all_reduce(x)
     return x
+
+
+def any_rank_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
+    """For each flag, whether it is set on any rank (one all-reduce for all of them). Ranks must
+    agree on stopping or skipping at the same step, or the next collective would hang."""
+    if not is_distributed():
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t)
+    return [bool(v > 0) for v in t.tolist()]

@@ -1,4 +1,4 @@
-"""Exports of a trained dual encoder for timm and open_clip, and `load_model` for every format.
+"""Exports of a trained dual encoder for timm and open_clip (read back by `rils.load.load_model`).
 
     rils export --checkpoint CKPT --format timm --out trunk.safetensors
     rils export --checkpoint CKPT --format open_clip --out DIR
@@ -43,10 +43,10 @@ open_clip
 Every export is verified after writing (unless `verify=False`): the peer model is built from the
 files as a user would and its outputs are compared with ours in fp32.
 
-`load_model(path)` reads a training checkpoint (.pt, `torch.load(weights_only=True)`), a timm
-export (a vision-only model: no θ, no text tower; a warning says so) or an open_clip export (folder,
-`local-dir:` spec or the folder's .safetensors). It never unpickles: safetensors and JSON only, or
-torch's weights-only unpickler for .pt files.
+`rils.load_model(path)` (rils/load.py) reads a training checkpoint (.pt), a timm export (a
+vision-only model: no θ, no text tower; a warning says so) or an open_clip export (folder,
+`local-dir:` spec or the folder's .safetensors). The open_clip export records the run's loss
+options (τ1 and the rest) under `rils.method_options`, so evaluation defaults to them.
 """
 from __future__ import annotations
 
@@ -56,27 +56,17 @@ from pathlib import Path
 
 import torch
 
+from ._version import __version__
+from .formats import (FORMAT_OPEN_CLIP, FORMAT_TIMM, LN_EPS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+                      safetensors_metadata, to_open_clip_state_dict)
+from .load import VisionOnlyWarning, load_model
 from .presets import Preset
 
-FORMAT_TIMM = "rils-timm-trunk-v1"
-FORMAT_OPEN_CLIP = "rils-open-clip-v1"
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 VISION_TOWERS = ("auto", "timm", "native")
-LN_EPS = 1e-6  # timm ViT's LayerNorm eps (open_clip's default is 1e-5)
 _TOLERANCE = 1e-4  # verification bound (fp32); observed differences are ~1e-6
 
 
-class VisionOnlyWarning(UserWarning):
-    """A timm export was loaded: the model has the vision trunk only."""
-
-
 # ------------------------------------------------------------------------------------------ helpers
-
-def _version() -> str:
-    from . import __version__
-    return __version__
-
 
 def _as_model(model_or_path, map_location="cpu"):
     if isinstance(model_or_path, torch.nn.Module):
@@ -87,41 +77,6 @@ def _as_model(model_or_path, map_location="cpu"):
 def _tensors(state: dict) -> dict:
     """Contiguous CPU copies, as safetensors wants them (no shared storage)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-
-
-def _is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-    except OSError:
-        return False
-    # 8-byte little-endian header length, then the JSON header.
-    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
-
-
-def _safetensors_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
-
-
-def _load_safetensors(path: Path, map_location="cpu") -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device=str(map_location))
-    except Exception as exc:  # not a safetensors file, truncated, ...
-        raise ValueError(f"{path} is unreadable or not a safetensors file ({type(exc).__name__}: {exc})") from exc
-
-
-def _preset(data, source) -> Preset:
-    try:
-        return Preset(**(json.loads(data) if isinstance(data, str) else data))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: the recorded preset is not one this version of rils can build ({exc})") from exc
 
 
 def _peer_inputs(model, batch: int = 2):
@@ -140,7 +95,7 @@ def timm_metadata(model) -> dict:
     return {"format": FORMAT_TIMM, "timm_model_name": model.timm_model_name,
             "timm_kwargs": json.dumps(model.timm_kwargs, sort_keys=True),
             "rils_preset": json.dumps(model.preset.to_dict(), sort_keys=True),
-            "rils_version": _version()}
+            "rils_version": __version__}
 
 
 def export_timm(model_or_path, out, *, verify: bool = True) -> dict:
@@ -164,7 +119,7 @@ def verify_timm(model, path) -> dict:
     import timm
     from safetensors.torch import load_file
 
-    meta = _safetensors_metadata(Path(path))
+    meta = safetensors_metadata(Path(path))
     trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **json.loads(meta["timm_kwargs"]))
     trunk.load_state_dict(load_file(str(path)), strict=True)
     trunk.eval()
@@ -174,24 +129,6 @@ def verify_timm(model, path) -> dict:
     if not diff < _TOLERANCE:
         raise RuntimeError(f"timm export {path}: forward_features differs from ours by {diff:.3g}")
     return {"forward_features": diff}
-
-
-def load_timm_export(path, map_location="cpu"):
-    """A vision-only dual encoder (no projection θ, no text tower) from a timm export."""
-    from . import DualEncoder
-
-    path = Path(path)
-    meta = _safetensors_metadata(path)
-    if meta.get("format") != FORMAT_TIMM or "rils_preset" not in meta:
-        raise ValueError(f"{path} is a safetensors file but not a rils timm export "
-                         f"(metadata format={meta.get('format')!r})")
-    preset = _preset(meta["rils_preset"], path)
-    model = DualEncoder(preset, text=False, decoder=None, projection=False)
-    model.visual.trunk.load_state_dict(_load_safetensors(path, map_location), strict=True)
-    warnings.warn(f"{path} is a timm export and holds the vision trunk only: loaded a vision-only model "
-                  f"(forward_features works; no projection θ, no text tower, so no encode_image / "
-                  f"encode_text)", VisionOnlyWarning, stacklevel=4)
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------- open_clip
@@ -267,82 +204,9 @@ def open_clip_config(model, tower: str) -> dict:
                            "std": list(model.image_std), "interpolation": "bicubic",
                            "resize_mode": "shortest", "fill_color": 0},
         "rils": {"format": FORMAT_OPEN_CLIP, "vision_tower": tower, "preset": p.to_dict(),
-                 "rils_version": _version()},
+                 "method_options": dict(getattr(model, "method_options", None) or {}),
+                 "rils_version": __version__},
     }
-
-
-# timm block names -> open_clip ResidualAttentionBlock names (native layout)
-_BLOCK_RENAMES = (("norm1.", "ln_1."), ("attn.qkv.weight", "attn.in_proj_weight"),
-                  ("attn.qkv.bias", "attn.in_proj_bias"), ("attn.proj.", "attn.out_proj."),
-                  ("norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
-
-
-def _rename_block_key(rest: str, pairs) -> str | None:
-    """The first (old prefix, new prefix) of `pairs` that `rest` starts with, applied; None if none."""
-    for old, new in pairs:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return None
-
-
-def to_open_clip_state_dict(model, tower: str) -> dict:
-    """Our dual encoder's weights (no decoder) under open_clip CustomTextCLIP names."""
-    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
-    if tower == "timm":
-        return sd
-    out = {k: v for k, v in sd.items() if not k.startswith("visual.")}
-    t = {k[len("visual.trunk."):]: v for k, v in sd.items() if k.startswith("visual.trunk.")}
-    pos = t.pop("pos_embed")[0].clone()                          # [1+N, W]
-    pos[1:] += t.pop("patch_embed.proj.bias")                     # conv1 has no bias: fold it here
-    out["visual.conv1.weight"] = t.pop("patch_embed.proj.weight")
-    out["visual.class_embedding"] = t.pop("cls_token")[0, 0]
-    out["visual.positional_embedding"] = pos
-    out["visual.ln_post.weight"] = t.pop("norm.weight")
-    out["visual.ln_post.bias"] = t.pop("norm.bias")
-    out["visual.proj"] = sd["visual.head.proj.weight"].T
-    for k in list(t):
-        if k.startswith("blocks."):
-            i, rest = k[len("blocks."):].split(".", 1)
-            renamed = _rename_block_key(rest, _BLOCK_RENAMES)
-            if renamed is None:
-                raise ValueError(f"no open_clip name for trunk weight {k!r}")
-            out[f"visual.transformer.resblocks.{i}.{renamed}"] = t.pop(k)
-    if t:
-        raise ValueError(f"trunk weights with no open_clip counterpart: {sorted(t)}")
-    return out
-
-
-def from_open_clip_state_dict(sd: dict, preset: Preset, tower: str) -> dict:
-    """Inverse of `to_open_clip_state_dict` (dual-encoder names, no decoder)."""
-    if tower == "timm":
-        return dict(sd)
-    from .model.pos_embed import sincos_2d
-
-    sd = dict(sd)
-    out = {k: v for k, v in sd.items() if not k.startswith("visual.")}
-    v = {k[len("visual."):]: t for k, t in sd.items() if k.startswith("visual.")}
-    pos = v.pop("positional_embedding").clone()
-    # Unfold the patch bias: our positions are the fixed sin-cos table, so the bias is what the
-    # patch rows hold on top of it (exact up to rounding); the sum is kept exactly either way.
-    fixed = sincos_2d(preset.width, preset.grid_size)[0].to(pos.dtype)
-    bias = (pos[1:] - fixed[1:]).mean(dim=0)
-    pos[1:] -= bias
-    tr = "visual.trunk."
-    out[tr + "pos_embed"] = pos.unsqueeze(0)
-    out[tr + "patch_embed.proj.bias"] = bias
-    out[tr + "patch_embed.proj.weight"] = v.pop("conv1.weight")
-    out[tr + "cls_token"] = v.pop("class_embedding").reshape(1, 1, -1)
-    out[tr + "norm.weight"] = v.pop("ln_post.weight")
-    out[tr + "norm.bias"] = v.pop("ln_post.bias")
-    out["visual.head.proj.weight"] = v.pop("proj").T.contiguous()
-    for k in list(v):
-        if k.startswith("transformer.resblocks."):
-            i, rest = k[len("transformer.resblocks."):].split(".", 1)
-            renamed = _rename_block_key(rest, [(b, a) for a, b in _BLOCK_RENAMES])
-            out[f"{tr}blocks.{i}.{rest if renamed is None else renamed}"] = v.pop(k)
-    if v:
-        raise ValueError(f"open_clip weights with no rils counterpart: {sorted(v)}")
-    return out
 
 
 def export_open_clip(model_or_path, out_dir, *, vision_tower: str = "auto", verify: bool = True) -> dict:
@@ -393,63 +257,6 @@ def verify_open_clip(model, out_dir, texts=("a red circle", "a blue square on a 
     if bad:
         raise RuntimeError(f"open_clip export {out_dir}: outputs differ from ours: {bad}")
     return diffs
-
-
-def load_open_clip_export(path, map_location="cpu"):
-    """Our dual encoder (vision + θ + text + logit scale; no decoder) from an open_clip export."""
-    from . import DualEncoder
-
-    folder = Path(path)
-    config_path = folder / OPEN_CLIP_CONFIG
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} holds no {OPEN_CLIP_CONFIG} (not an open_clip model folder)")
-    config = json.loads(config_path.read_text())
-    meta = config.get("rils") or {}
-    if meta.get("format") != FORMAT_OPEN_CLIP:
-        raise ValueError(f"{folder} is an open_clip folder but not a rils export; load it with "
-                         f"open_clip.create_model('local-dir:{folder}') (or `rils eval --checkpoint "
-                         f"local-dir:{folder}`)")
-    weights = folder / OPEN_CLIP_WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
-    preset = _preset(meta.get("preset"), folder)
-    model = DualEncoder(preset, text=True, decoder=None)
-    state = from_open_clip_state_dict(_load_safetensors(weights, map_location), preset,
-                                      meta.get("vision_tower", "timm"))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-# -------------------------------------------------------------------------------------- load_model
-
-def load_model(path, map_location="cpu"):
-    """Load a training checkpoint, a timm export or an open_clip export into our dual encoder.
-
-    Dispatch: a folder or `local-dir:` spec is an open_clip export; a safetensors file is a timm
-    export (by its metadata) or the weights of an open_clip export folder; anything else goes to
-    `rils.checkpoint.load_model` (`torch.load(weights_only=True)`). Nothing is ever unpickled.
-    """
-    spec = str(path)
-    if spec.startswith("local-dir:"):
-        spec = spec[len("local-dir:"):]
-    p = Path(spec)
-    if p.is_dir():
-        return load_open_clip_export(p, map_location)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    if _is_safetensors(p):
-        try:
-            meta = _safetensors_metadata(p)
-        except Exception as exc:
-            raise ValueError(f"{p} is unreadable or corrupted ({type(exc).__name__}: {exc})") from exc
-        if meta.get("format") == FORMAT_TIMM:
-            return load_timm_export(p, map_location)
-        if meta.get("format") == FORMAT_OPEN_CLIP or (p.parent / OPEN_CLIP_CONFIG).is_file():
-            return load_open_clip_export(p.parent, map_location)
-        raise ValueError(f"{p} is a safetensors file but not a rils export (no rils format in its metadata)")
-    from .checkpoint import load_model as load_checkpoint_model
-
-    return load_checkpoint_model(p, map_location)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed as D
+from .precision import full_precision
 
 
 def fp32(fn):
     """Run a loss head in fp32: autocast would otherwise cast its matmuls back to bf16."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        with full_precision():
             return fn(*args, **kwargs)
     return wrapper
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 
+# CLIP's image normalisation, used by every preset (training and evaluation transforms, exports).
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

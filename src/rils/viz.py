@@ -4,7 +4,7 @@
     rils viz curves RUN_DIR --out curves.png
 
 semantic-map: p of Eq. 8 on the intact image: for each patch k, the softmax over the given texts l
-of <normalise(θ(f^k)), normalise(z^T_l)> / τ1 (τ1 = 0.04 by default, `--tau`). The figure has
+of <normalise(θ(f^k)), normalise(z^T_l)> / τ1 (τ1: the checkpoint's, or `--tau`). The figure has
 one panel with the image as the model sees it (eval transform: short side resized, centre crop),
 one heatmap panel per text (p of that text over the image, titled with the text) and a last
 panel with the argmax text of every patch, with a legend. IMG is an image file or
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .precision import PRECISIONS
 
 CURVE_GROUPS = (
     ("loss", ("loss", "clip_loss", "recon_loss", "pixel_loss", "ssl_loss")),
@@ -85,24 +87,28 @@ def _model_view(model, image) -> tuple[torch.Tensor, np.ndarray]:
     return x, shown
 
 
-def semantic_map(model, image, texts: list[str], *, tau: float = 0.04, tokenizer=None, out=None,
+def semantic_map(model, image, texts: list[str], *, tau: float | None = None, tokenizer=None, out=None,
                  alpha: float = 0.55, interpolation: str = "nearest", panel_size: float = 3.0,
-                 dpi: int = 100, device="cpu") -> SemanticMap:
+                 dpi: int = 100, device="cpu", precision: str = "auto") -> SemanticMap:
     """Compute the per-patch distributions over `texts` for `image` (PIL) and draw them.
 
     Returns a SemanticMap (probabilities, the figure and its panels); writes a PNG when `out`.
+    `tau` defaults to the τ1 the model was trained with (`rils.eval.models.default_tau`).
     """
+    from .eval.models import default_tau
+    from .precision import autocast
     from .eval.patchseg import patch_probabilities, text_prototypes
     from .model.text import get_tokenizer
 
     texts = [str(t) for t in texts]
+    tau = default_tau(model) if tau is None else tau
     if len(texts) < 2:
         raise ValueError("give at least two texts: p is a distribution over them")
     tokenizer = tokenizer or get_tokenizer(model.context_length)
     model = model.to(device).eval()
     x, shown = _model_view(model, image)
-    protos = text_prototypes(model, tokenizer, texts, device=device)   # one text = one prototype
-    with torch.inference_mode():
+    protos = text_prototypes(model, tokenizer, texts, device=device, precision=precision)  # one text, one prototype
+    with torch.inference_mode(), autocast(device, precision):
         probs = patch_probabilities(model, x.to(device), protos, tau)[0].float().cpu()
     result = SemanticMap(texts, probs, shown)
     _draw_semantic_map(result, alpha=alpha, interpolation=interpolation, panel_size=panel_size, tau=tau)
@@ -230,7 +236,9 @@ def add_viz_parser(subparsers) -> None:
     s.add_argument("--image", "-i", required=True, help="image file or demo-shapes:SPLIT:INDEX")
     s.add_argument("--texts", "-t", nargs="+", required=True, help="two or more texts")
     s.add_argument("--out", "-o", required=True, help="PNG file")
-    s.add_argument("--tau", type=float, default=0.04, help="τ1 of Eq. 8")
+    s.add_argument("--tau", type=float, default=None, help="τ1 of Eq. 8 (default: the checkpoint's)")
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where the hardware computes it natively, else fp32")
     s.add_argument("--alpha", type=float, default=0.55, help="opacity of the heatmaps over the image")
     s.add_argument("--interpolation", default="nearest", choices=("nearest", "bilinear"),
                    help="how the patch grid is drawn")
@@ -243,12 +251,13 @@ def add_viz_parser(subparsers) -> None:
 
 
 def _run_semantic_map(args) -> int:
-    from .export import load_model
+    from .load import load_model
 
     try:
         model = load_model(args.checkpoint)
         r = semantic_map(model, load_image(args.image), args.texts, tau=args.tau, out=args.out,
-                         alpha=args.alpha, interpolation=args.interpolation, device=args.device)
+                         alpha=args.alpha, interpolation=args.interpolation, device=args.device,
+                         precision=args.precision)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"rils viz: error: {exc}", file=sys.stderr)
         return 2

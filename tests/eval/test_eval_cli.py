@@ -8,8 +8,10 @@ import torch
 import yaml
 
 from eval_helpers import make_image_folder, make_open_clip, write_local_dir
-from rils.eval import fingerprint_file
+from rils.eval import PROTOCOLS, REGISTRY, Protocol, fingerprint_file
 from rils.eval.cli import main
+from rils.eval.models import default_device
+from rils.precision import resolve_precision
 
 FAST = ["--num-workers", "0", "--quiet", "--demo-image-size", "32"]
 
@@ -30,6 +32,7 @@ def test_zeroshot_cli_writes_json_and_reuses_cache(local_dir, tmp_path, capsys):
     assert record["model_id"] == fingerprint_file(local_dir)
     assert record["templates"][0] == "a {c} shape."
     assert set(record["metrics"]) == {"top1", "top5", "mean_per_class"}
+    assert record["precision"] == resolve_precision("auto", default_device())[0] and "amp" not in record
     printed = capsys.readouterr().out
     assert "zeroshot on demo-shapes (val)" in printed and "top-1" in printed
     assert len(list(cache.glob("*.pt"))) == 1
@@ -123,3 +126,51 @@ def test_rils_checkpoint_through_the_rils_command(tmp_path):
     ft = json.loads((tmp_path / "finetune.json").read_text())
     assert ft["timm_model_name"] == "vit_tiny_patch16_224"
     assert ft["num_train"] == 16 and ft["num_classes"] == 6
+
+
+def test_precision_option_and_the_deprecated_amp_flag(capsys):
+    import argparse
+
+    from rils.eval.cli import add_eval_parser
+
+    parser = argparse.ArgumentParser()
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    base = ["eval", "zeroshot", "--checkpoint", "x.pt", "--dataset", "demo-shapes"]
+    assert parser.parse_args(base).precision == "auto"
+    assert parser.parse_args([*base, "--precision", "fp32"]).precision == "fp32"
+    assert parser.parse_args([*base, "--amp"]).precision == "bf16"          # the old flag: bf16 autocast
+    assert "--precision bf16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--precision", "fp16"])
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--help"])
+    shown = capsys.readouterr().out
+    assert "--precision {auto,bf16,fp32}" in shown and "--amp" not in shown     # the old flag is hidden
+
+
+def test_registry_names_and_records():
+    assert PROTOCOLS == ("zeroshot", "retrieval", "linear", "fewshot", "finetune", "patchseg")
+    assert tuple(REGISTRY) == PROTOCOLS and all(REGISTRY[n].name == n for n in PROTOCOLS)
+    assert {n for n in PROTOCOLS if REGISTRY[n].needs_text} == {"zeroshot", "retrieval", "patchseg"}
+    assert {n for n in PROTOCOLS if REGISTRY[n].needs_train} == {"linear", "fewshot", "finetune"}
+    assert {n for n in PROTOCOLS if not REGISTRY[n].uses_feature_cache} == {"finetune", "patchseg"}
+
+
+def test_a_new_protocol_is_one_record(local_dir, tmp_path, monkeypatch):
+    seen = {}
+
+    def run(loaded, test, train, *, device, precision, extract, scale):
+        seen.update(precision=precision, extract=extract, train=train)
+        return {"metrics": {"scaled_count": scale * len(test)}}
+
+    toy = Protocol(name="toy", help="count the images", run=run, uses_feature_cache=False,
+                   add_arguments=lambda g: g.add_argument("--scale", type=float, default=1.0))
+    monkeypatch.setitem(REGISTRY, "toy", toy)
+    out = tmp_path / "toy.json"
+    assert main(["eval", "toy", "--checkpoint", f"local-dir:{local_dir}", "--dataset", "demo-shapes",
+                 "--num-samples", "5", "--scale", "0.5", "--precision", "fp32", "--out", str(out), *FAST]) == 0
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "toy" and record["metrics"] == {"scaled_count": 2.5}
+    assert record["settings"] == {"scale": 0.5} and record["precision"] == "fp32"
+    assert seen["train"] is None and seen["precision"] == "fp32"
+    assert "use_cache" not in seen["extract"] and seen["extract"]["batch_size"] == 64

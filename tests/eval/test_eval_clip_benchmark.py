@@ -1,6 +1,7 @@
 """On the same model, data and templates, our zero-shot and retrieval numbers equal CLIP_benchmark's.
 
-The reference is a verbatim copy of clip-benchmark 1.6.2's metric code (reference/, MIT licence).
+The reference is a verbatim copy of clip-benchmark 1.6.2's metric code (reference/, MIT licence); it
+runs without autocast (amp=False), so ours runs in fp32 too ("auto" may pick bf16 on this CPU).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _collate_captions(batch):  # CLIP_benchmark's image_captions_collate_fn
 @pytest.mark.parametrize("task", ["shape", "color"])
 def test_zeroshot_equals_clip_benchmark(tiny_clip, tokenizer, transform, task, tmp_path):
     ds = load_dataset("demo-shapes", "test", task=task, num_samples=48, image_size=32)
-    ours = evaluate_zeroshot(tiny_clip, tokenizer, transform, ds, cache_dir=tmp_path, progress=False)
+    ours = evaluate_zeroshot(tiny_clip, tokenizer, transform, ds, precision="fp32", cache_dir=tmp_path,
+                             progress=False)
     key = ds.template_key
     loader = torch.utils.data.DataLoader(_Classification(ds, transform), batch_size=16)
     ref = cb.evaluate_classification(tiny_clip, loader, tokenizer, get_classnames(key), get_templates(key),
@@ -57,7 +59,8 @@ def test_zeroshot_equals_clip_benchmark(tiny_clip, tokenizer, transform, task, t
 
 def test_retrieval_equals_clip_benchmark(tiny_clip, tokenizer, transform, tmp_path):
     ds = load_dataset("demo-shapes", "test", kind="retrieval", num_samples=24, image_size=32)
-    ours = evaluate_retrieval(tiny_clip, tokenizer, transform, ds, cache_dir=tmp_path, progress=False)
+    ours = evaluate_retrieval(tiny_clip, tokenizer, transform, ds, precision="fp32", cache_dir=tmp_path,
+                              progress=False)
     loader = torch.utils.data.DataLoader(_Captions(ds, transform), batch_size=8, collate_fn=_collate_captions)
     ref = cb.evaluate_retrieval(tiny_clip, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
     m = ours["metrics"]

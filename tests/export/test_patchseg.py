@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from export_helpers import images
-from rils.eval import load_for_eval, run_protocol
+from rils.eval import default_tau, load_for_eval, run_protocol
 from rils.eval.cli import main as eval_main
 from rils.eval.patchseg import (confusion_matrix, patch_probabilities, segmentation_metrics, text_prototypes,
                                 upsample)
@@ -57,7 +57,7 @@ def test_patch_probabilities_are_eq8(tiny_ckpt):
     model = rils.load_model(tiny_ckpt)
     tok = rils.get_tokenizer(model.context_length)
     texts = ["a red circle", "a blue square", "background"]
-    protos = text_prototypes(model, tok, texts)
+    protos = text_prototypes(model, tok, texts, precision="fp32")   # the reference below runs in fp32
     x = images(2, 32)
     p = patch_probabilities(model, x, protos, tau=0.04)             # [B, T, h, w]
     assert p.shape == (2, 3, 4, 4)
@@ -95,6 +95,24 @@ def test_patchseg_runs_on_tiny_checkpoint(tiny_ckpt):
     assert rec64["upsample"] == "nearest"
 
 
+def test_tau_defaults_to_the_checkpoints(tiny_ckpt):
+    from rils.methods.base import MethodOptions
+
+    loaded = load_for_eval(tiny_ckpt)
+    trained = loaded.model.method_options.get("tau_target", MethodOptions.tau_target)
+
+    def run(**options):
+        return run_protocol(loaded, "patchseg", "demo-shapes", split="val", precision="fp32",
+                            dataset_options=dict(num_samples=2, image_size=32),
+                            extract=dict(num_workers=0, progress=False), **options)
+
+    rec = run()
+    assert rec["tau"] == rec["settings"]["tau"] == trained
+    loaded.model.method_options = {**loaded.model.method_options, "tau_target": 0.2}  # as if trained so
+    assert run()["settings"]["tau"] == run()["tau"] == 0.2
+    assert run(tau=0.05)["settings"]["tau"] == 0.05
+
+
 def test_patchseg_cli(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "x.json"
     rc = eval_main(["eval", "patchseg", "--checkpoint", str(tiny_ckpt), "--dataset", "demo-shapes",
@@ -104,6 +122,7 @@ def test_patchseg_cli(tiny_ckpt, tmp_path, capsys):
     rec = json.loads(out.read_text())
     _check_record(rec, 4, 32)
     assert rec["prompts"]["background"] == ["background."]
+    assert rec["settings"]["tau"] == rec["tau"] == default_tau(load_for_eval(tiny_ckpt).model)  # no --tau
     assert "miou" in capsys.readouterr().out
     assert not math.isnan(rec["metrics"]["miou"])
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPES", "COLORS", "DemoShapes", "zeroshot_templates"]
+__all__ = ["SHAPES", "COLORS", "DemoShapes", "segmentation_classes", "zeroshot_templates"]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -236,6 +236,26 @@ class DemoShapes(torch.utils.data.Dataset):
                 "captions": captions, "shape": shapes[0].kind, "color": shapes[0].color,
                 "seg": seg}
 
+    def image_and_mask(self, i, task: str = "shape") -> tuple[Image.Image, np.ndarray]:
+        """Sample i's image and its [H, W] uint8 segmentation for `task` (labels: see
+        `segmentation_classes(task)`), without drawing its captions."""
+        _check_task(task)
+        i = self._index(i)
+        shapes = _make_layout(self._rng(i, _LAYOUT))
+        image, seg = self._render(shapes, self._rng(i, _RENDER))
+        if task == "color":
+            # Kinds are distinct within an image (see _make_layout), so kind -> colour is a lookup.
+            lut = np.zeros(len(SHAPES) + 1, dtype=np.uint8)
+            for s in shapes:
+                lut[s.kind + 1] = s.color + 1
+            seg = lut[seg]
+        return image, seg
+
+    def segmentation(self, i, task: str = "shape") -> np.ndarray:
+        """[H, W] uint8 mask of sample i: 0 background, else 1 + the SHAPES index of the shape
+        covering the pixel (task "shape": the sample's `seg`) or 1 + its COLORS index ("color")."""
+        return self.image_and_mask(i, task)[1]
+
     def _render(self, shapes: list[_Shape], rng: np.random.Generator):
         n, k = self.image_size, _SUPERSAMPLE
         # Light, low-saturation background with a gentle gradient and grain, so
@@ -263,8 +283,7 @@ class DemoShapes(torch.utils.data.Dataset):
         return image.reduce(k), seg
 
     def labels(self, task: str) -> list[int]:
-        if task not in ("shape", "color"):
-            raise ValueError(f"task must be 'shape' or 'color', got {task!r}")
+        _check_task(task)
         if self._labels is None:
             pairs = [_dominant_labels(self._rng(i, _LAYOUT)) for i in range(self.num_samples)]
             self._labels = {"shape": [p[0] for p in pairs], "color": [p[1] for p in pairs]}
@@ -272,11 +291,22 @@ class DemoShapes(torch.utils.data.Dataset):
 
     @staticmethod
     def classnames(task: str) -> list[str]:
-        if task == "shape":
-            return list(SHAPES)
-        if task == "color":
-            return list(COLORS)
-        raise ValueError(f"task must be 'shape' or 'color', got {task!r}")
+        return list(_check_task(task))
+
+
+def _check_task(task: str) -> tuple[str, ...]:
+    """The class names a task labels by (SHAPES or COLORS); ValueError for another task."""
+    if task == "shape":
+        return SHAPES
+    if task == "color":
+        return COLORS
+    raise ValueError(f"task must be 'shape' or 'color', got {task!r}")
+
+
+def segmentation_classes(task: str = "shape") -> list[str]:
+    """Mask label k -> class name for `DemoShapes.segmentation(i, task)`: background, then the
+    shapes (task "shape") or the colours (task "color")."""
+    return ["background", *_check_task(task)]
 
 
 def zeroshot_templates(task: str) -> list[str]:

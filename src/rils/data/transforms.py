@@ -1,11 +1,9 @@
-"""Image transforms for pre-training and evaluation."""
+"""Image transforms for pre-training (evaluation uses open_clip's, see rils.eval.models)."""
 from __future__ import annotations
 
 from torchvision import transforms as T
 
-from ..model.dual_encoder import DualEncoder
-
-MEAN, STD = DualEncoder.image_mean, DualEncoder.image_std
+from ..presets import IMAGE_MEAN as MEAN, IMAGE_STD as STD
 
 
 def train_transform(size: int, min_scale: float = 0.5):
@@ -24,8 +22,3 @@ def simclr_view_transform(size: int):
         T.RandomApply([T.GaussianBlur(kernel_size=max(3, (size // 10) | 1), sigma=(0.1, 2.0))], p=0.5),
         T.RandomHorizontalFlip(),
         T.ToTensor(), T.Normalize(MEAN, STD)])
-
-
-def eval_transform(size: int):
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
-                      T.ToTensor(), T.Normalize(MEAN, STD)])

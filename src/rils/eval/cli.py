@@ -3,7 +3,7 @@
     rils eval PROTOCOL --checkpoint CKPT --dataset DATASET [--split test] [--out FILE.json] [options]
     rils eval suite -c CONFIG.yaml [--out FILE.json] [--markdown FILE.md]
 
-PROTOCOL is zeroshot, retrieval, linear, fewshot, finetune or patchseg; CKPT a rils checkpoint,
+PROTOCOL is one of those listed below (rils.eval.runner.REGISTRY); CKPT a rils checkpoint,
 `open_clip:MODEL[@PRETRAINED]` or `local-dir:PATH`; DATASET `fashion-mnist`, `demo-shapes` or a
 path (ImageFolder tree or CSV; see rils.eval.datasets). A suite config looks like
 
@@ -22,8 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+from ..precision import PRECISIONS
+from .datasets import FASHION_MNIST_DIR
 from .report import markdown_table, record_table, write_json
-from .runner import PROTOCOLS
+from .runner import REGISTRY
 
 _DATASET_KEYS = ("task", "num_samples", "fashion_mnist_root", "image_key", "label_key",
                  "caption_key", "csv_separator")
@@ -35,13 +37,16 @@ def _common_options(p: argparse.ArgumentParser) -> None:
                    help="rils checkpoint file, open_clip:MODEL[@PRETRAINED] or local-dir:PATH")
     g.add_argument("--dataset", "-d", required=True, help="fashion-mnist, demo-shapes or a path")
     g.add_argument("--split", default="test", help="evaluation split (default: test; demo-shapes: val)")
-    g.add_argument("--train-split", default="train", help="training split for linear/fewshot/finetune")
+    g.add_argument("--train-split", default="train", help="training split for "
+                   + "/".join(name for name, proto in REGISTRY.items() if proto.needs_train))
     g.add_argument("--out", "-o", help="write the result as JSON to this file")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--batch-size", type=int, default=64, help="batch size of feature extraction")
     g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes")
-    g.add_argument("--amp", action="store_true", help="run the model under bf16 autocast")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast where the device computes bf16 natively, else fp32")
+    g.add_argument("--amp", dest="precision", action=_DeprecatedAmp, nargs=0, help=argparse.SUPPRESS)
     g.add_argument("--cache-dir",
                    help="feature cache (default: $RILS_CACHE/features, else ~/.cache/rils/features)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
@@ -54,85 +59,41 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--demo-image-size", type=int, default=64, help="demo-shapes rendering size")
     d.add_argument("--demo-seed", type=int, default=0, help="demo-shapes corpus seed")
     d.add_argument("--fashion-mnist-root", help="folder of the Fashion-MNIST *-ubyte.gz files "
-                   "(default: $RILS_FASHION_MNIST or /usr/share/datasets/fashion-mnist)")
+                   f"(default: $RILS_FASHION_MNIST or {FASHION_MNIST_DIR})")
     d.add_argument("--csv-image-key", dest="image_key", default="filepath", help="CSV image path column")
     d.add_argument("--csv-label-key", dest="label_key", default="label", help="CSV label column")
     d.add_argument("--csv-caption-key", dest="caption_key", default="caption", help="CSV caption column")
     d.add_argument("--csv-separator", default=",", help="CSV field separator (default ','; .tsv: tab)")
 
 
-def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(f"{name} options")
-    dests = []
+class _DeprecatedAmp(argparse.Action):
+    """`--amp`, the old spelling of `--precision bf16`."""
 
-    def add(*flags, **kwargs):  # remember which options belong to the protocol itself
-        dests.append(g.add_argument(*flags, **kwargs).dest)
-
-    if name == "zeroshot":
-        add("--classnames", help="key of the shipped class names JSON, or a JSON file")
-        add("--templates", help="key of the shipped templates JSON, or a JSON file")
-    elif name == "retrieval":
-        add("--recall-k", dest="ks", type=int, nargs="+", default=[1, 5, 10])
-        add("--text-batch-size", type=int, default=256)
-    elif name == "linear":
-        add("--epochs", type=int, default=90)
-        add("--probe-batch-size", type=int, default=16384)
-        add("--blr", dest="blrs", type=float, nargs="+",
-                       help="base lr(s); lr = blr * batch / 256; several: chosen on held-out train data")
-        add("--optimizer", default="lars", choices=("lars", "sgd", "adamw"))
-        add("--weight-decay", type=float, default=0.0)
-        add("--warmup-epochs", type=float, default=10)
-        add("--val-fraction", type=float, default=0.1)
-        add("--seed", type=int, default=0)
-    elif name == "fewshot":
-        add("--shots", type=int, nargs="+", default=[1, 2, 5, 10])
-        add("--seeds", type=int, default=3)
-        add("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
-        add("--max-iter", type=int, default=1000)
-    elif name == "patchseg":
-        add("--tau", type=float, default=0.04, help="τ1 of Eq. 8 (softmax temperature over the prompts)")
-        add("--upsample", dest="upsample_mode", default="bilinear", choices=("bilinear", "nearest"),
-            help="patch probabilities -> pixels")
-        add("--templates", help="JSON file or shipped key of templates for the shape classes "
-                                "(default: rils.eval.patchseg.SEG_TEMPLATES)")
-        add("--background-prompts", nargs="+", help="prompts of the background class "
-                                                    "(default: rils.eval.patchseg.BACKGROUND_PROMPTS)")
-    elif name == "finetune":
-        add("--epochs", type=int, default=100)
-        add("--warmup-epochs", type=float, default=5)
-        add("--train-batch-size", dest="ft_batch_size", type=int, default=1024)
-        add("--blr", type=float, default=5e-4)
-        add("--min-lr", type=float, default=1e-6)
-        add("--layer-decay", type=float, default=0.65)
-        add("--weight-decay", type=float, default=0.05)
-        add("--drop-path", type=float, default=0.1)
-        add("--mixup", type=float, default=0.8)
-        add("--cutmix", type=float, default=1.0)
-        add("--smoothing", type=float, default=0.1)
-        add("--auto-augment", default="rand-m9-mstd0.5-inc1", help="'none' to disable")
-        add("--reprob", type=float, default=0.25)
-        add("--clip-grad", type=float)
-        add("--input-size", dest="image_size", type=int, help="default: the model's")
-        add("--seed", type=int, default=0)
-    p.set_defaults(_protocol_dests=tuple(dests))
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("rils eval: --amp is deprecated; use --precision bf16", file=sys.stderr)
+        setattr(namespace, self.dest, "bf16")
 
 
-_HELP = {
-    "zeroshot": "zero-shot classification: top-1, top-5, mean per-class (paper Table 6)",
-    "retrieval": "image-text retrieval R@1/5/10 both ways (paper Table 7)",
-    "linear": "linear probe on frozen features, MAE recipe (paper Table 1)",
-    "fewshot": "logistic regression on 1/2/5/10 images per class (paper Table 4)",
-    "finetune": "end-to-end fine-tuning, MAE recipe with timm (paper Table 1)",
-    "patchseg": "zero-shot segmentation from per-patch text distributions (Eq. 8): mIoU, pixel acc.",
-}
+class _ProtocolOptions:
+    """The argument group a protocol's `add_arguments` fills; remembers which options are its own."""
+
+    def __init__(self, group):
+        self.group, self.dests = group, []
+
+    def add_argument(self, *flags, **kwargs):
+        action = self.group.add_argument(*flags, **kwargs)
+        self.dests.append(action.dest)
+        return action
 
 
 def _add_protocols(sub) -> None:
-    for name in PROTOCOLS:
-        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name],
+    for name, proto in REGISTRY.items():
+        p = sub.add_parser(name, help=proto.help, description=proto.help,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _common_options(p)
-        _protocol_options(name, p)
+        own = _ProtocolOptions(p.add_argument_group(f"{name} options"))
+        proto.add_arguments(own)
+        p.set_defaults(_protocol_dests=tuple(own.dests))
     s = sub.add_parser("suite", help="several protocols on one checkpoint, from a YAML file")
     s.add_argument("--config", "-c", required=True, help="suite YAML")
     s.add_argument("--out", "-o", help="JSON of all results (default: the config's `out`)")
@@ -142,9 +103,8 @@ def _add_protocols(sub) -> None:
 
 def add_eval_parser(subparsers) -> None:
     """Register `eval` (and its protocols) on an argparse subparsers object."""
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint (zero-shot, retrieval, linear, "
-                              "few-shot, fine-tune, patchseg)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("eval", help=f"evaluate a checkpoint ({', '.join(REGISTRY)})",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="eval_protocol", metavar="PROTOCOL")
     _add_protocols(sub)
     p.set_defaults(func=run_eval, _eval_parser=p)
@@ -159,15 +119,14 @@ def _split_args(args: argparse.Namespace) -> dict:
     dataset_options = {k: a[k] for k in _DATASET_KEYS}
     dataset_options.update(image_size=a["demo_image_size"], seed=a["demo_seed"])
     options = {k: a[k] for k in a["_protocol_dests"]}
-    if protocol == "finetune":
-        options["batch_size"] = options.pop("ft_batch_size")
-        if options.get("auto_augment") in ("none", ""):
-            options["auto_augment"] = None
+    cli_options = REGISTRY[protocol].cli_options
+    if cli_options is not None:
+        options = cli_options(options)
     extract = dict(batch_size=a["batch_size"], num_workers=a["num_workers"], use_cache=not a["no_cache"],
                    cache_dir=a["cache_dir"], progress=not a["quiet"])
     return dict(protocol=protocol, dataset=a["dataset"], split=a["split"], train_split=a["train_split"],
                 dataset_options=dataset_options, num_train_samples=a["num_train_samples"],
-                amp=a["amp"], extract=extract, **options)
+                precision=a["precision"], extract=extract, **options)
 
 
 class _Models:

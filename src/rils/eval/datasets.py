@@ -15,7 +15,6 @@ feature cache keys on it.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -25,7 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+from ..data.prepare import fashion_mnist
+
+FASHION_MNIST_DIR = fashion_mnist.DEFAULT_ROOT
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 NAMES = ("fashion-mnist", "demo-shapes")
 _HELD_OUT = ("test", "val")
@@ -35,6 +36,8 @@ class EvalDataset(ABC):
     """Images (RGB PIL, loaded lazily) with integer `labels` + `classnames` and/or `captions`.
 
     `template_key` names the entry of the shipped class names / templates JSON, when there is one.
+    A dataset with segmentation masks (for patchseg) has `seg_classnames` (mask label k -> name)
+    and a method `image_and_mask(i)` -> (image, [H, W] integer mask).
     """
 
     name: str = ""
@@ -44,6 +47,7 @@ class EvalDataset(ABC):
     classnames: list[str] | None = None
     captions: list[list[str]] | None = None
     template_key: str | None = None
+    seg_classnames: list[str] | None = None
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -101,17 +105,6 @@ class TransformedDataset(torch.utils.data.Dataset):
 
 # ------------------------------------------------------------------------------- Fashion-MNIST
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    got = int.from_bytes(data[:4], "big")
-    if got != magic:
-        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {got:#x}, want {magic:#x})")
-    ndim = magic & 0xFF
-    shape = [int.from_bytes(data[4 + 4 * d: 8 + 4 * d], "big") for d in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 class FashionMNIST(EvalDataset):
     """The gzipped IDX files of Debian's `dataset-fashion-mnist`; 28x28 grayscale shown as RGB."""
 
@@ -120,19 +113,16 @@ class FashionMNIST(EvalDataset):
         if split != "train" and split != "test":
             raise ValueError(f"fashion-mnist has splits train and test, not {split!r}")
         root = Path(root or os.environ.get("RILS_FASHION_MNIST") or FASHION_MNIST_DIR)
-        prefix = "train" if split == "train" else "t10k"
-        images = root / f"{prefix}-images-idx3-ubyte.gz"
-        labels = root / f"{prefix}-labels-idx1-ubyte.gz"
+        images, labels = (root / name for name in fashion_mnist.FILES[split])
         for f in (images, labels):
             if not f.is_file():
+                package = fashion_mnist.PACKAGE
                 raise FileNotFoundError(
-                    f"Fashion-MNIST file {f} not found; install the Debian package dataset-fashion-mnist "
-                    f"(apt-get install dataset-fashion-mnist) or point RILS_FASHION_MNIST / "
+                    f"Fashion-MNIST file {f} not found; install the Debian package {package} "
+                    f"(apt-get install {package}) or point RILS_FASHION_MNIST / "
                     f"--fashion-mnist-root at the folder holding the *-ubyte.gz files")
-        self.images = _read_idx(images, 0x803)
-        self.labels = _read_idx(labels, 0x801).astype(np.int64)
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{images} and {labels} hold different numbers of samples")
+        self.images, labels_u8 = fashion_mnist.load_split(images, labels)
+        self.labels = labels_u8.astype(np.int64)
         self.name, self.split, self.template_key = "fashion-mnist", split, "fashion-mnist"
         from .prompts import get_classnames
         self.classnames = get_classnames("fashion-mnist")
@@ -152,13 +142,15 @@ class DemoShapesDataset(EvalDataset):
 
     def __init__(self, split: str = "val", task: str = "shape", num_samples: int | None = None,
                  image_size: int = 64, seed: int = 0):
-        from rils.data import demo  # imported here: the demo corpus is optional for path datasets
+        from ..data import demo  # imported here: the demo corpus is optional for path datasets
 
         split = "val" if split in _HELD_OUT else split
         self.demo = demo.DemoShapes(split=split, num_samples=num_samples, image_size=image_size, seed=seed)
         self.name, self.split = "demo-shapes", split
+        self.task = task
         self.labels = np.asarray(self.demo.labels(task), dtype=np.int64)
         self.classnames = demo.DemoShapes.classnames(task)
+        self.seg_classnames = demo.segmentation_classes(task)
         self.template_key = "demo-shapes" if task == "shape" else f"demo-shapes-{task}"
         self._captions = None
         # The renderer's source is part of the id: a change to the drawing code changes the images.
@@ -170,6 +162,11 @@ class DemoShapesDataset(EvalDataset):
 
     def image(self, i: int) -> Image.Image:
         return self.demo[i]["image"]
+
+    def image_and_mask(self, i: int):
+        """(image, [H, W] mask): 0 background, then 1 + the index of `task`'s class (see
+        `rils.data.demo.segmentation_classes`)."""
+        return self.demo.image_and_mask(i, self.task)
 
     @property
     def captions(self) -> list[list[str]]:

@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..precision import autocast, resolve_precision
+from .models import fingerprint_model, has_patch_tokens, num_prefix_tokens
+
 CACHE_VERSION = 1
 
 
@@ -32,30 +35,6 @@ def default_cache_dir() -> Path:
     """$RILS_CACHE/features when RILS_CACHE is set, else ~/.cache/rils/features."""
     root = os.environ.get("RILS_CACHE")
     return Path(root) / "features" if root else Path.home() / ".cache" / "rils" / "features"
-
-
-def fingerprint_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, or of every file under a folder (relative path + bytes)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def fingerprint_model(model: torch.nn.Module) -> str:
-    """sha256 over the state_dict (names, dtypes, shapes and values) of a model in memory."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def transform_id(transform) -> str:
@@ -79,48 +58,34 @@ def eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
-
-
-def has_patch_tokens(model) -> bool:
-    return callable(getattr(model, "forward_features", None))
-
-
-def _num_prefix_tokens(model) -> int:
-    for owner in (model, getattr(getattr(model, "visual", None), "trunk", None)):
-        n = getattr(owner, "num_prefix_tokens", None)
-        if isinstance(n, int):
-            return n
-    return 1  # a cls token, as in our ViT and MAE's
-
-
 def _encode(model, images: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "pooled":
         tokens = model.forward_features(images)
-        return tokens[:, _num_prefix_tokens(model):].mean(dim=1)
+        return tokens[:, num_prefix_tokens(model):].mean(dim=1)
     return model.encode_image(images)
 
 
 def image_features(model, dataset, transform, *, kind: str = "embed", batch_size: int = 64,
-                   device=None, amp: bool = False, num_workers: int = 0, use_cache: bool = True,
+                   device=None, precision: str = "auto", num_workers: int = 0, use_cache: bool = True,
                    cache_dir: str | os.PathLike | None = None, model_id: str | None = None,
                    progress: bool = True) -> tuple[torch.Tensor, str]:
     """Features [N, D] (float32, CPU) of every image of `dataset`, in order, and the kind used.
 
     `model_id` identifies the weights (e.g. `fingerprint_file(checkpoint)`); when None and the
-    cache is on, the state_dict is hashed. `amp` runs the model under bf16 autocast.
+    cache is on, the state_dict is hashed. `precision`: "auto", "bf16" or "fp32" (see rils.precision).
     """
     if kind not in ("embed", "pooled"):
         raise ValueError(f"feature kind must be 'embed' or 'pooled', not {kind!r}")
     if kind == "pooled" and not has_patch_tokens(model):
         kind = "embed"
     device = torch.device(device) if device is not None else model_device(model)
+    precision = resolve_precision(precision, device)[0]
     path = None
     if use_cache:
+        # "amp" (bf16 autocast or not) is the key's name for the precision since version 1.
         key = {"version": CACHE_VERSION, "model": model_id or fingerprint_model(model),
                "data": dataset.cache_id, "transform": transform_id(transform), "kind": kind,
-               "amp": bool(amp)}
+               "amp": precision == "bf16"}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         path = Path(cache_dir or default_cache_dir()) / f"{digest}.pt"
         if path.is_file():
@@ -132,7 +97,7 @@ def image_features(model, dataset, transform, *, kind: str = "embed", batch_size
     chunks = []
     bar = tqdm(loader, desc=f"features {dataset.name} ({dataset.split})", unit="batch",
                disable=not progress, leave=False)
-    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+    with eval_mode(model), torch.inference_mode(), autocast(device, precision):
         for images, _ in bar:
             chunks.append(_encode(model, images.to(device, non_blocking=True), kind).float().cpu())
     features = torch.cat(chunks)
@@ -146,12 +111,12 @@ def image_features(model, dataset, transform, *, kind: str = "embed", batch_size
 
 
 def text_features(model, tokenizer, texts: list[str], *, batch_size: int = 256, device=None,
-                  amp: bool = False, progress: bool = True) -> torch.Tensor:
+                  precision: str = "auto", progress: bool = True) -> torch.Tensor:
     """`encode_text` of `texts` in batches, [len(texts), D] float32 on CPU (not normalised)."""
     device = torch.device(device) if device is not None else model_device(model)
     out = []
     starts = range(0, len(texts), batch_size)
-    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+    with eval_mode(model), torch.inference_mode(), autocast(device, precision):
         for s in tqdm(starts, desc="text features", unit="batch", disable=not progress, leave=False):
             tokens = tokenizer(texts[s:s + batch_size]).to(device)
             out.append(model.encode_text(tokens).float().cpu())

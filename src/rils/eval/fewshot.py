@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import EvalDataset, Subset, aligned_labels
-from .features import fingerprint_model, image_features
+from .features import image_features
 from .linear import feature_info
+from .models import fingerprint_model
+from .protocol import Protocol
 
 DEFAULT_SHOTS = (1, 2, 5, 10)
 
@@ -75,7 +77,7 @@ def fewshot(train_x, train_y, test_x, test_y, *, shots=DEFAULT_SHOTS, seeds: int
 
 def evaluate_fewshot(model, transform, train_dataset: EvalDataset, test_dataset: EvalDataset, *,
                      shots=DEFAULT_SHOTS, seeds: int = 3, C: float = 1.0, max_iter: int = 1000,
-                     device=None, amp: bool = False, **extract) -> dict:
+                     device=None, precision: str = "auto", **extract) -> dict:
     """Low-shot logistic regression on frozen features; `extract`: see `features.image_features`."""
     train_y = train_dataset.require_labels()
     test_y = aligned_labels(test_dataset, train_dataset.classnames)
@@ -83,10 +85,26 @@ def evaluate_fewshot(model, transform, train_dataset: EvalDataset, test_dataset:
         extract["model_id"] = fingerprint_model(model)
     used = np.unique(np.concatenate(list(fewshot_draws(train_y, shots, seeds).values())))
     train_x, kind = image_features(model, Subset(train_dataset, used), transform, kind="pooled",
-                                   device=device, amp=amp, **extract)
+                                   device=device, precision=precision, **extract)
     test_x, _ = image_features(model, test_dataset, transform, kind="pooled", device=device,
-                               amp=amp, **extract)
+                               precision=precision, **extract)
     out = fewshot(train_x, train_y, test_x, test_y, shots=shots, seeds=seeds, C=C,
                   max_iter=max_iter, train_index=used)
     out.update(feature=feature_info(kind), num_test=len(test_x), shots=list(shots), seeds=seeds, C=C)
     return out
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    return evaluate_fewshot(loaded.model, loaded.transform, train, test, device=device, precision=precision,
+                            **options, **extract)
+
+
+def _add_arguments(g) -> None:
+    g.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
+    g.add_argument("--seeds", type=int, default=3)
+    g.add_argument("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
+    g.add_argument("--max-iter", type=int, default=1000)
+
+
+PROTOCOL = Protocol(name="fewshot", help="logistic regression on 1/2/5/10 images per class (paper Table 4)",
+                    run=_run, add_arguments=_add_arguments, needs_train=True)

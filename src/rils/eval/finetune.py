@@ -24,8 +24,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..precision import autocast
 from .datasets import EvalDataset, aligned_labels
-from .features import autocast, model_device
+from .features import model_device
+from .protocol import Protocol
 from .zeroshot import topk_accuracy
 
 
@@ -66,11 +68,11 @@ def finetune_transforms(image_size: int, mean, std, *, auto_augment: str | None,
 
 
 @torch.no_grad()
-def _predict(net, loader, device, amp, progress) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(net, loader, device, precision, progress) -> tuple[torch.Tensor, torch.Tensor]:
     net.eval()
     logits, labels = [], []
     for x, y in tqdm(loader, desc="fine-tune eval", disable=not progress, leave=False):
-        with autocast(device, amp):
+        with autocast(device, precision):
             logits.append(net(x.to(device)).float().cpu())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
@@ -83,7 +85,7 @@ def evaluate_finetune(model, train_dataset: EvalDataset, test_dataset: EvalDatas
                       cutmix: float = 1.0, smoothing: float = 0.1,
                       auto_augment: str | None = "rand-m9-mstd0.5-inc1", reprob: float = 0.25,
                       clip_grad: float | None = None, image_size: int | None = None, mean=None,
-                      std=None, crop_pct: float = 0.875, device=None, amp: bool = False,
+                      std=None, crop_pct: float = 0.875, device=None, precision: str = "auto",
                       num_workers: int = 0, seed: int = 0, progress: bool = True,
                       return_model: bool = False) -> dict:
     """Fine-tune the vision trunk on `train_dataset`; top-1/top-5 on `test_dataset` after the last epoch.
@@ -145,7 +147,7 @@ def evaluate_finetune(model, train_dataset: EvalDataset, test_dataset: EvalDatas
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if mixup_fn is not None:
                 x, y = mixup_fn(x, y)
-            with autocast(device, amp):
+            with autocast(device, precision):
                 loss = criterion(net(x), y)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"fine-tuning loss is {loss.item()} at epoch {epoch}, step {it}")
@@ -157,7 +159,7 @@ def evaluate_finetune(model, train_dataset: EvalDataset, test_dataset: EvalDatas
             total += loss.item()
         history.append({"epoch": epoch + 1, "train_loss": total / steps})
 
-    logits, _ = _predict(net, test_loader, device, amp, progress)
+    logits, _ = _predict(net, test_loader, device, precision, progress)
     y = torch.as_tensor(test_y, dtype=torch.long)
     metrics = {"top1": topk_accuracy(logits, y, 1),
                "top5": topk_accuracy(logits, y, 5) if logits.shape[1] >= 5 else None}
@@ -167,3 +169,41 @@ def evaluate_finetune(model, train_dataset: EvalDataset, test_dataset: EvalDatas
     if return_model:
         out["model"] = net
     return out
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    # Its own loaders and batch size: of the extraction options only these apply.
+    ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
+    return evaluate_finetune(loaded.model, train, test, device=device, precision=precision, **options, **ft)
+
+
+def _add_arguments(g) -> None:
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--warmup-epochs", type=float, default=5)
+    g.add_argument("--train-batch-size", dest="ft_batch_size", type=int, default=1024)
+    g.add_argument("--blr", type=float, default=5e-4)
+    g.add_argument("--min-lr", type=float, default=1e-6)
+    g.add_argument("--layer-decay", type=float, default=0.65)
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--drop-path", type=float, default=0.1)
+    g.add_argument("--mixup", type=float, default=0.8)
+    g.add_argument("--cutmix", type=float, default=1.0)
+    g.add_argument("--smoothing", type=float, default=0.1)
+    g.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="'none' to disable")
+    g.add_argument("--reprob", type=float, default=0.25)
+    g.add_argument("--clip-grad", type=float)
+    g.add_argument("--input-size", dest="image_size", type=int, help="default: the model's")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _cli_options(options: dict) -> dict:
+    options = dict(options)
+    options["batch_size"] = options.pop("ft_batch_size")  # --batch-size is feature extraction's
+    if options.get("auto_augment") in ("none", ""):
+        options["auto_augment"] = None
+    return options
+
+
+PROTOCOL = Protocol(name="finetune", help="end-to-end fine-tuning, MAE recipe with timm (paper Table 1)",
+                    run=_run, add_arguments=_add_arguments, needs_train=True, uses_feature_cache=False,
+                    cli_options=_cli_options)

@@ -25,7 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .datasets import EvalDataset, aligned_labels
-from .features import fingerprint_model, image_features
+from .features import image_features
+from .models import fingerprint_model
+from .protocol import Protocol
 from .zeroshot import topk_accuracy
 
 DEFAULT_BLR = {"lars": 0.1, "sgd": 0.1, "adamw": 1e-3}
@@ -129,7 +131,7 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, blrs=Non
 def evaluate_linear(model, transform, train_dataset: EvalDataset, test_dataset: EvalDataset, *,
                     epochs: int = 90, probe_batch_size: int = 16384, blrs=None, optimizer: str = "lars",
                     weight_decay: float = 0.0, warmup_epochs: float = 10, val_fraction: float = 0.1,
-                    seed: int = 0, device=None, amp: bool = False, progress: bool = True,
+                    seed: int = 0, device=None, precision: str = "auto", progress: bool = True,
                     **extract) -> dict:
     """Linear probe: train on `train_dataset`'s frozen features, report top-1/top-5 on `test_dataset`.
 
@@ -142,9 +144,9 @@ def evaluate_linear(model, transform, train_dataset: EvalDataset, test_dataset: 
     if extract.get("use_cache", True) and not extract.get("model_id"):
         extract["model_id"] = fingerprint_model(model)  # hash once for both splits
     train_x, kind = image_features(model, train_dataset, transform, kind="pooled", device=device,
-                                   amp=amp, progress=progress, **extract)
+                                   precision=precision, progress=progress, **extract)
     test_x, _ = image_features(model, test_dataset, transform, kind="pooled", device=device,
-                               amp=amp, progress=progress, **extract)
+                               precision=precision, progress=progress, **extract)
     probe_device = device if device is not None else "cpu"
     out = linear_probe(train_x, train_y, test_x, test_y, len(classnames), blrs=blrs,
                        val_fraction=val_fraction, seed=seed, epochs=epochs, batch_size=probe_batch_size,
@@ -161,3 +163,24 @@ def feature_info(kind: str) -> dict:
                 "note": "mean of patch tokens after the final norm, cls excluded"}
     return {"kind": "embed", "source": "encode_image(x)",
             "note": "model has no forward_features; fell back to encode_image (joint-space embedding)"}
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    return evaluate_linear(loaded.model, loaded.transform, train, test, device=device, precision=precision,
+                           **options, **extract)
+
+
+def _add_arguments(g) -> None:
+    g.add_argument("--epochs", type=int, default=90)
+    g.add_argument("--probe-batch-size", type=int, default=16384)
+    g.add_argument("--blr", dest="blrs", type=float, nargs="+",
+                   help="base lr(s); lr = blr * batch / 256; several: chosen on held-out train data")
+    g.add_argument("--optimizer", default="lars", choices=tuple(DEFAULT_BLR))
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--warmup-epochs", type=float, default=10)
+    g.add_argument("--val-fraction", type=float, default=0.1)
+    g.add_argument("--seed", type=int, default=0)
+
+
+PROTOCOL = Protocol(name="linear", help="linear probe on frozen features, MAE recipe (paper Table 1)",
+                    run=_run, add_arguments=_add_arguments, needs_train=True)

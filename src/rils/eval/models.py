@@ -1,6 +1,7 @@
-"""Turn a `--checkpoint` value into (model, tokenizer, transform, content hash).
+"""Models for evaluation: turn a `--checkpoint` value into (model, tokenizer, transform, content
+hash), and the facts evaluation reads from a model (device, τ1, patch tokens).
 
-  PATH                         a rils checkpoint, via `rils.load_model(PATH)`
+  PATH                         a rils checkpoint or export, via `rils.load.load_model(PATH)`
   open_clip:MODEL[@PRETRAINED] an open_clip architecture; PRETRAINED is a tag or a weights file
                                (without it the weights are random: useful for smoke tests only)
   local-dir:PATH               an open_clip model folder (open_clip_config.json + weights)
@@ -10,6 +11,7 @@ otherwise the state_dict.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,10 @@ from typing import Any, Callable
 
 import torch
 
-from .features import fingerprint_file, fingerprint_model
+from ..factory import get_tokenizer
+from ..load import load_model
+from ..methods.base import MethodOptions
+from ..precision import resolve_device
 
 
 @dataclass
@@ -28,6 +33,34 @@ class LoadedModel:
     model_id: str
     spec: str
 
+
+# ------------------------------------------------------------------------------------ identity
+
+def fingerprint_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of every file under a folder (relative path + bytes)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    """sha256 over the state_dict (names, dtypes, shapes and values) of a model in memory."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- loading
 
 def eval_transform(image_size: int, mean, std):
     """Resize the short side (bicubic), centre crop, normalise: open_clip's inference transform."""
@@ -60,12 +93,10 @@ def _load_open_clip(spec: str, device) -> LoadedModel:
 
 
 def _load_rils(path: str, device) -> LoadedModel:
-    import rils  # the dual encoder's loader and tokenizer live at the package top level
-
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    model = rils.load_model(path).to(device).eval()
-    tokenizer = rils.get_tokenizer(model.context_length) if getattr(model, "text", True) is not None else None
+    model = load_model(path).to(device).eval()
+    tokenizer = get_tokenizer(model.context_length) if getattr(model, "text", True) is not None else None
     transform = eval_transform(model.image_size, model.image_mean, model.image_std)
     return LoadedModel(model, tokenizer, transform, fingerprint_file(path), path)
 
@@ -78,5 +109,58 @@ def load_for_eval(spec: str | os.PathLike, device="cpu") -> LoadedModel:
     return _load_rils(spec, device)
 
 
+# --------------------------------------------------------------------------- facts of a model
+
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Where evaluation runs when no device is given: `rils.precision.resolve_device("auto")`."""
+    return str(resolve_device("auto"))
+
+
+def default_tau(model) -> float:
+    """τ1 of Eq. 8 the model was trained with (`loss.tau_target`, recorded in the checkpoint and
+    read into `model.method_options` by `rils.load.load_model`), else the loss default."""
+    options = getattr(model, "method_options", None) or {}
+    return float(options.get("tau_target", MethodOptions.tau_target))
+
+
+def has_patch_tokens(model) -> bool:
+    """Whether the model gives its patch tokens (`forward_features`: rils models, timm trunks)."""
+    return callable(getattr(model, "forward_features", None))
+
+
+def num_prefix_tokens(model) -> int:
+    """Tokens before the patch tokens (cls, registers) of `model` or of its `visual.trunk`."""
+    for owner in (model, getattr(getattr(model, "visual", None), "trunk", None)):
+        n = getattr(owner, "num_prefix_tokens", None)
+        if isinstance(n, int):
+            return n
+    return 1  # a cls token, as in our ViT and MAE's
+
+
+def patch_tokens_projected(model, images: torch.Tensor) -> torch.Tensor:
+    """[B, N, D]: θ(f^k) for every patch of the intact images (final norm applied, prefix tokens dropped).
+
+    Works for our dual encoder, open_clip's TimmModel tower (`visual.trunk`, `visual.head.proj`) and
+    open_clip's own VisionTransformer (its patch tokens after `ln_post`, times `visual.proj`).
+    """
+    visual = getattr(model, "visual", None)
+    if has_patch_tokens(model) and callable(getattr(visual, "project", None)):
+        if not hasattr(getattr(visual, "head", None), "proj"):
+            raise ValueError("this model has no image projection θ (pre-trained without text): "
+                             "it has no language space")
+        tokens = model.forward_features(images)
+        return visual.project(tokens[:, num_prefix_tokens(visual.trunk):])
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(getattr(visual, "head", None), "proj"):     # open_clip TimmModel
+        return visual.head.proj(trunk.forward_features(images)[:, num_prefix_tokens(trunk):])
+    if visual is not None and hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None \
+            and getattr(visual, "attn_pool", None) is None:                          # open_clip ViT
+        before = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            _, tokens = visual(images)
+        finally:
+            visual.output_tokens = before
+        return tokens @ visual.proj
+    raise ValueError("per-patch distributions need the patch tokens and the image projection (a rils "
+                     "model, or an open_clip ViT / timm tower)")

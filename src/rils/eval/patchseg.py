@@ -3,7 +3,10 @@
 For an intact image, each patch token f^k after the final norm is projected by θ and normalised
 (f̃^k, Eq. 7) and compared with the normalised text embeddings z^T of a set of texts:
 
-    p^k = softmax_l( <f̃^k, z^T_l> / τ1 )                                      (Eq. 8, τ1 = 0.04)
+    p^k = softmax_l( <f̃^k, z^T_l> / τ1 )                                                  (Eq. 8)
+
+τ1 is by default the one the model was trained with (its checkpoint's `loss.tau_target`, the
+paper's 0.04 unless changed; `rils.eval.models.default_tau`).
 
 `rils viz semantic-map` draws p for free texts; the `patchseg` protocol labels every patch with
 the argmax over class prototypes and scores the result against ground-truth masks.
@@ -32,10 +35,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .features import autocast, eval_mode, model_device
+from ..methods.base import MethodOptions
+from ..precision import autocast, full_precision
+from .features import eval_mode, model_device
+from .models import default_tau, patch_tokens_projected
 from .prompts import fill, get_templates
+from .protocol import Protocol
 
-TAU = 0.04   # τ1 of Eq. 8 (the paper's value, also our loss default)
 SEG_TEMPLATES = ["a {c}.", "a {c} shape.", "a photo of a {c}.", "a drawing of a {c}."]
 COLOR_SEG_TEMPLATES = ["a {c} shape.", "something {c}.", "a {c} object.", "a shape in {c}."]
 BACKGROUND_PROMPTS = ["background.", "a light background.", "an empty light background.",
@@ -44,35 +50,6 @@ UPSAMPLE = ("bilinear", "nearest")
 
 
 # ----------------------------------------------------------------------------- patch distributions
-
-def patch_tokens_projected(model, images: torch.Tensor) -> torch.Tensor:
-    """[B, N, D]: θ(f^k) for every patch of the intact images (final norm applied, prefix tokens dropped).
-
-    Works for our dual encoder, open_clip's TimmModel tower (`visual.trunk`, `visual.head.proj`) and
-    open_clip's own VisionTransformer (its patch tokens after `ln_post`, times `visual.proj`).
-    """
-    visual = getattr(model, "visual", None)
-    if callable(getattr(model, "forward_features", None)) and callable(getattr(visual, "project", None)):
-        if not hasattr(getattr(visual, "head", None), "proj"):
-            raise ValueError("this model has no image projection θ (pre-trained without text): "
-                             "it has no language space")
-        tokens = model.forward_features(images)
-        return visual.project(tokens[:, getattr(visual.trunk, "num_prefix_tokens", 1):])
-    trunk = getattr(visual, "trunk", None)
-    if trunk is not None and hasattr(getattr(visual, "head", None), "proj"):     # open_clip TimmModel
-        return visual.head.proj(trunk.forward_features(images)[:, trunk.num_prefix_tokens:])
-    if visual is not None and hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None \
-            and getattr(visual, "attn_pool", None) is None:                          # open_clip ViT
-        before = visual.output_tokens
-        visual.output_tokens = True
-        try:
-            _, tokens = visual(images)
-        finally:
-            visual.output_tokens = before
-        return tokens @ visual.proj
-    raise ValueError("per-patch distributions need the patch tokens and the image projection (a rils "
-                     "model, or an open_clip ViT / timm tower)")
-
 
 def patch_embeddings(model, images: torch.Tensor) -> torch.Tensor:
     """[B, h, w, D]: f̃^k = normalise(θ(f^k)) for every patch of the intact images (Eq. 7)."""
@@ -87,25 +64,29 @@ def patch_embeddings(model, images: torch.Tensor) -> torch.Tensor:
 
 
 def text_prototypes(model, tokenizer, prompts: list[list[str]] | list[str], *, device=None,
-                    amp: bool = False) -> torch.Tensor:
+                    precision: str = "auto") -> torch.Tensor:
     """[C, D] unit-norm prototypes. An entry that is a list of prompts is the mean of their
     normalised embeddings, renormalised; a plain string is its own normalised embedding."""
     device = torch.device(device) if device is not None else model_device(model)
     groups = [[p] if isinstance(p, str) else list(p) for p in prompts]
     out = []
-    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+    with eval_mode(model), torch.inference_mode(), autocast(device, precision):
         for group in groups:
             emb = F.normalize(model.encode_text(tokenizer(group).to(device)).float(), dim=-1).mean(dim=0)
             out.append(emb / emb.norm())
     return torch.stack(out)
 
 
-def patch_probabilities(model, images: torch.Tensor, prototypes: torch.Tensor, tau: float = TAU) -> torch.Tensor:
-    """[B, C, h, w]: p^k of Eq. 8 over the C prototypes (softmax of cosine / τ1), per patch."""
+def patch_probabilities(model, images: torch.Tensor, prototypes: torch.Tensor,
+                        tau: float | None = None) -> torch.Tensor:
+    """[B, C, h, w]: p^k of Eq. 8 over the C prototypes (softmax of cosine / τ1), per patch.
+    `tau` defaults to the model's τ1 (`models.default_tau`)."""
+    tau = default_tau(model) if tau is None else tau
     f = patch_embeddings(model, images)                        # [B, h, w, D]
-    z = F.normalize(prototypes.to(f.device).float(), dim=-1)
-    logits = torch.einsum("bhwd,cd->bchw", f, z) / tau
-    return logits.softmax(dim=1)
+    with full_precision():   # like the loss head: bf16 would round cosine / 0.04 by up to ~0.1
+        z = F.normalize(prototypes.to(f.device).float(), dim=-1)
+        logits = torch.einsum("bhwd,cd->bchw", f.float(), z) / tau
+        return logits.softmax(dim=1)
 
 
 def upsample(probs: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -166,35 +147,15 @@ class _SegPairs(torch.utils.data.Dataset):
         return self.transform(image), torch.from_numpy(np.asarray(seg, dtype=np.int64))
 
 
-def _demo_task(dataset) -> str:
-    return "color" if getattr(dataset, "template_key", None) == "demo-shapes-color" else "shape"
-
-
-def _color_mask(demo, i: int, seg: np.ndarray) -> np.ndarray:
-    """demo-shapes' kind mask relabelled by colour (0 background, 1 + COLORS index). Kinds are distinct
-    within an image, so kind -> colour is a per-image lookup from the sample's layout."""
-    from rils.data import demo as D
-
-    try:
-        shapes = D._make_layout(demo._rng(demo._index(i), D._LAYOUT))
-    except AttributeError as exc:  # the corpus's internals moved
-        raise ValueError("colour masks need the demo corpus's layout (rils.data.demo._make_layout)") from exc
-    lut = np.zeros(len(D.SHAPES) + 1, dtype=np.int64)
-    for s in shapes:
-        lut[s.kind + 1] = s.color + 1
-    return lut[np.asarray(seg, dtype=np.int64)]
+def _color_task(dataset) -> bool:
+    return getattr(dataset, "task", None) == "color"
 
 
 def image_and_mask(dataset, i: int):
-    """(PIL image, [H, W] integer mask) of sample i. demo-shapes: its `seg` (0 = background, 1 + SHAPES
-    index), or for task "color" the same regions labelled 1 + COLORS index."""
+    """(PIL image, [H, W] integer mask) of sample i, from the dataset's `image_and_mask`. demo-shapes:
+    0 = background, then 1 + SHAPES index, or for task "color" the same regions by 1 + COLORS index."""
     if callable(getattr(dataset, "image_and_mask", None)):
         return dataset.image_and_mask(i)
-    demo = getattr(dataset, "demo", None)
-    if demo is not None:
-        item = demo[i]
-        seg = item["seg"]
-        return item["image"], (_color_mask(demo, i, seg) if _demo_task(dataset) == "color" else seg)
     raise ValueError(f"dataset {getattr(dataset, 'name', dataset)!r} has no segmentation masks; "
                      f"patchseg supports demo-shapes")
 
@@ -204,30 +165,29 @@ def seg_classnames(dataset) -> list[str]:
     names = getattr(dataset, "seg_classnames", None)
     if names:
         return list(names)
-    if getattr(dataset, "demo", None) is not None:
-        from rils.data.demo import COLORS, SHAPES
-        return ["background", *(COLORS if _demo_task(dataset) == "color" else SHAPES)]
     raise ValueError("patchseg supports demo-shapes (its masks label background and the shapes)")
 
 
 # -------------------------------------------------------------------------------------- evaluation
 
-def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float = TAU, upsample_mode: str = "bilinear",
-                      templates=None, background_prompts=None, device=None, amp: bool = False,
-                      batch_size: int = 64, num_workers: int = 0, progress: bool = True, **_ignored) -> dict:
+def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float | None = None,
+                      upsample_mode: str = "bilinear", templates=None, background_prompts=None, device=None,
+                      precision: str = "auto", batch_size: int = 64, num_workers: int = 0,
+                      progress: bool = True, **_ignored) -> dict:
     """Zero-shot segmentation of `dataset` (needs masks) by the argmax of the per-patch p over
-    class prototypes; returns metrics (miou, pixel_acc, mean_acc) and the settings used."""
+    class prototypes; returns metrics (miou, pixel_acc, mean_acc) and the settings used.
+    `tau` (τ1) defaults to the model's (`models.default_tau`)."""
     if upsample_mode not in UPSAMPLE:
         raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE)}, not {upsample_mode!r}")
+    tau = default_tau(model) if tau is None else tau
     device = torch.device(device) if device is not None else model_device(model)
     classnames = seg_classnames(dataset)
     if templates is None:
-        templates = COLOR_SEG_TEMPLATES if getattr(dataset, "demo", None) is not None \
-            and _demo_task(dataset) == "color" else SEG_TEMPLATES
+        templates = COLOR_SEG_TEMPLATES if _color_task(dataset) else SEG_TEMPLATES
     templates = get_templates(templates, "patchseg")
     background = list(background_prompts) if background_prompts else list(BACKGROUND_PROMPTS)
     prompts = [background] + [[fill(t, c) for t in templates] for c in classnames[1:]]
-    protos = text_prototypes(model, tokenizer, prompts, device=device, amp=amp)
+    protos = text_prototypes(model, tokenizer, prompts, device=device, precision=precision)
 
     C = len(classnames)
     conf = np.zeros((C, C), dtype=np.int64)
@@ -236,7 +196,7 @@ def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float = TAU,
     bar = tqdm(loader, desc=f"patchseg {getattr(dataset, 'name', '')}", unit="batch",
                disable=not progress, leave=False)
     grid = None
-    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+    with eval_mode(model), torch.inference_mode(), autocast(device, precision):
         for images, masks in bar:
             probs = patch_probabilities(model, images.to(device), protos, tau).float()
             grid = tuple(probs.shape[-2:])
@@ -249,3 +209,35 @@ def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float = TAU,
             "prompts": {"background": background, "templates": list(templates)},
             "tau": tau, "upsample": upsample_mode, "ignore_index": None,
             "confusion_matrix": conf.tolist()}
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    # No feature cache: it needs every patch, not one vector per image.
+    ex = {k: extract[k] for k in ("batch_size", "num_workers", "progress") if k in extract}
+    return evaluate_patchseg(loaded.model, loaded.tokenizer, loaded.transform, test, device=device,
+                             precision=precision, **options, **ex)
+
+
+def _resolve_options(model, options: dict) -> dict:
+    if options.get("tau") is None:
+        options = {**options, "tau": default_tau(model)}
+    return options
+
+
+def _add_arguments(g) -> None:
+    # "%(default).0s" prints nothing: it only stops argparse from appending "(default: None)".
+    g.add_argument("--tau", type=float, default=None,
+                   help="τ1 of Eq. 8, the softmax temperature over the prompts (default: the checkpoint's "
+                        f"loss.tau_target; {MethodOptions.tau_target} when it records none)%(default).0s")
+    g.add_argument("--upsample", dest="upsample_mode", default="bilinear", choices=UPSAMPLE,
+                   help="patch probabilities -> pixels")
+    g.add_argument("--templates", help="JSON file or shipped key of templates for the shape classes "
+                                       "(default: rils.eval.patchseg.SEG_TEMPLATES)")
+    g.add_argument("--background-prompts", nargs="+", help="prompts of the background class "
+                                                           "(default: rils.eval.patchseg.BACKGROUND_PROMPTS)")
+
+
+PROTOCOL = Protocol(name="patchseg",
+                    help="zero-shot segmentation from per-patch text distributions (Eq. 8): mIoU, pixel acc.",
+                    run=_run, add_arguments=_add_arguments, needs_text=True, uses_feature_cache=False,
+                    resolve_options=_resolve_options)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .datasets import EvalDataset
 from .features import image_features, text_features
+from .protocol import Protocol
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -49,15 +50,29 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_imag
 
 
 def evaluate_retrieval(model, tokenizer, transform, dataset: EvalDataset, *, ks=DEFAULT_KS,
-                       device=None, amp: bool = False, text_batch_size: int = 256,
+                       device=None, precision: str = "auto", text_batch_size: int = 256,
                        progress: bool = True, **extract) -> dict:
     """Image-to-text and text-to-image retrieval on `dataset` (needs captions; used as given, no prompt)."""
     captions = dataset.require_captions()
     texts = [c for caps in captions for c in caps]
     index = [i for i, caps in enumerate(captions) for _ in caps]
-    img, _ = image_features(model, dataset, transform, kind="embed", device=device, amp=amp,
+    img, _ = image_features(model, dataset, transform, kind="embed", device=device, precision=precision,
                             progress=progress, **extract)
-    txt = text_features(model, tokenizer, texts, batch_size=text_batch_size, device=device, amp=amp,
-                        progress=progress)
+    txt = text_features(model, tokenizer, texts, batch_size=text_batch_size, device=device,
+                        precision=precision, progress=progress)
     return {"metrics": retrieval_metrics(img, txt, index, ks), "num_images": len(captions),
             "num_captions": len(texts)}
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    return evaluate_retrieval(loaded.model, loaded.tokenizer, loaded.transform, test, device=device,
+                              precision=precision, **options, **extract)
+
+
+def _add_arguments(g) -> None:
+    g.add_argument("--recall-k", dest="ks", type=int, nargs="+", default=list(DEFAULT_KS))
+    g.add_argument("--text-batch-size", type=int, default=256)
+
+
+PROTOCOL = Protocol(name="retrieval", help="image-text retrieval R@1/5/10 both ways (paper Table 7)",
+                    run=_run, add_arguments=_add_arguments, needs_text=True, dataset_kind="retrieval")

@@ -1,69 +1,81 @@
-"""Run one protocol on a loaded model and a named or path dataset; returns a JSON-ready record."""
+"""Run one protocol on a loaded model and a named or path dataset; returns a JSON-ready record.
+
+`REGISTRY` lists the protocols (records declared in their modules, see rils.eval.protocol); the
+runner and `rils eval` read everything protocol-specific from there.
+"""
 from __future__ import annotations
 
 import time
+from importlib import import_module
 
+from ..precision import resolve_precision
 from .datasets import load_dataset
-from .fewshot import evaluate_fewshot
-from .finetune import evaluate_finetune
-from .linear import evaluate_linear
+from .features import model_device
 from .models import LoadedModel
-from .patchseg import evaluate_patchseg
-from .retrieval import evaluate_retrieval
-from .zeroshot import evaluate_zeroshot
+from .protocol import Protocol
 
-PROTOCOLS = ("zeroshot", "retrieval", "linear", "fewshot", "finetune", "patchseg")
-TRAINS = ("linear", "fewshot", "finetune")  # protocols that need a train split
+# The modules of rils.eval whose `PROTOCOL` records make up the registry, in `rils eval`'s order.
+# (By module name: `rils.eval.fewshot` the attribute is the function, rils.eval.fewshot.fewshot.)
+_MODULES = (
+    "zeroshot",
+    "retrieval",
+    "linear",
+    "fewshot",
+    "finetune",
+    "patchseg",
+)
+REGISTRY: dict[str, Protocol] = {p.name: p for p in (import_module(f".{m}", __package__).PROTOCOL
+                                                     for m in _MODULES)}
+PROTOCOLS = tuple(REGISTRY)  # the names
+
+_CACHE_KEYS = ("use_cache", "cache_dir", "model_id")  # extraction options of the feature cache
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str = "test",
                  train_split: str = "train", dataset_options: dict | None = None,
-                 num_train_samples: int | None = None, device=None, amp: bool = False,
+                 num_train_samples: int | None = None, device=None, precision: str = "auto",
                  extract: dict | None = None, **options) -> dict:
     """Evaluate `loaded` with `protocol` on `dataset` (a name or a path).
 
     `dataset_options` go to `load_dataset` (task, num_samples, csv keys, ...); `num_train_samples`
-    overrides `num_samples` for the train split (demo-shapes); `extract` goes to the feature
+    overrides `num_samples` for the train split (demo-shapes); `precision` is "auto", "bf16" or
+    "fp32" (rils.precision; the record holds the resolved one); `extract` goes to the feature
     extraction (batch_size, num_workers, use_cache, cache_dir, progress); `options` to the protocol.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    proto = get_protocol(protocol)
     started = time.time()
     dopts = dict(dataset_options or {})
-    kind = "retrieval" if protocol == "retrieval" else "classification"
-    test = load_dataset(dataset, split, kind=kind, **dopts)
+    test = load_dataset(dataset, split, kind=proto.dataset_kind, **dopts)
     train = None
-    if protocol in TRAINS:
+    if proto.needs_train:
         if num_train_samples is not None:
             dopts["num_samples"] = num_train_samples
         elif dataset == "demo-shapes":
             dopts.pop("num_samples", None)  # the eval split's size is no size for the train split
-        train = load_dataset(dataset, train_split, kind=kind, **dopts)
+        train = load_dataset(dataset, train_split, kind=proto.dataset_kind, **dopts)
         if train.cache_id == test.cache_id:
             raise ValueError(f"train and {split} splits of {dataset!r} are the same data; give a path "
                              f"with {{split}} or a folder with train/ and test/ sub-folders")
-    if protocol in ("zeroshot", "retrieval", "patchseg") and loaded.tokenizer is None:
+    if proto.needs_text and loaded.tokenizer is None:
         raise ValueError(f"{protocol} needs a text tower; {loaded.spec} has none")
 
     extract = dict(extract or {})
-    extract.setdefault("model_id", loaded.model_id)
-    common = dict(device=device, amp=amp)
-    m, tf = loaded.model, loaded.transform
-    if protocol == "zeroshot":
-        result = evaluate_zeroshot(m, loaded.tokenizer, tf, test, **common, **options, **extract)
-    elif protocol == "retrieval":
-        result = evaluate_retrieval(m, loaded.tokenizer, tf, test, **common, **options, **extract)
-    elif protocol == "linear":
-        result = evaluate_linear(m, tf, train, test, **common, **options, **extract)
-    elif protocol == "fewshot":
-        result = evaluate_fewshot(m, tf, train, test, **common, **options, **extract)
-    elif protocol == "patchseg":  # no feature cache: it needs every patch, not one vector per image
-        result = evaluate_patchseg(m, loaded.tokenizer, tf, test, **common, **options, **extract)
+    if proto.uses_feature_cache:
+        extract.setdefault("model_id", loaded.model_id)
     else:
-        ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
-        result = evaluate_finetune(m, train, test, **common, **options, **ft)
+        extract = {k: v for k, v in extract.items() if k not in _CACHE_KEYS}
+    precision = resolve_precision(precision, device if device is not None else model_device(loaded.model))[0]
+    if proto.resolve_options is not None:
+        options = proto.resolve_options(loaded.model, dict(options))
+    result = proto.run(loaded, test, train, device=device, precision=precision, extract=extract, **options)
     return {"protocol": protocol, "dataset": dataset, "split": test.split,
             "train_split": train.split if train is not None else None,
             "checkpoint": loaded.spec, "model_id": loaded.model_id, **result,
-            "settings": dict(options), "device": str(device) if device is not None else None, "amp": amp,
-            "seconds": round(time.time() - started, 2)}
+            "settings": dict(options), "device": str(device) if device is not None else None,
+            "precision": precision, "seconds": round(time.time() - started, 2)}

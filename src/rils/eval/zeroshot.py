@@ -10,17 +10,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..precision import autocast
 from .datasets import EvalDataset
-from .features import autocast, eval_mode, image_features, model_device
+from .features import eval_mode, image_features, model_device
 from .prompts import fill, get_classnames, get_templates, has_shipped
+from .protocol import Protocol
 
 
 def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str], *,
-                        device=None, amp: bool = False) -> torch.Tensor:
+                        device=None, precision: str = "auto") -> torch.Tensor:
     """[C, D] unit-norm class embeddings, one per class name."""
     device = torch.device(device) if device is not None else model_device(model)
     weights = []
-    with eval_mode(model), torch.inference_mode(), autocast(device, amp):
+    with eval_mode(model), torch.inference_mode(), autocast(device, precision):
         for name in classnames:
             tokens = tokenizer([fill(t, name) for t in templates]).to(device)
             emb = F.normalize(model.encode_text(tokens).float(), dim=-1).mean(dim=0)
@@ -56,7 +58,7 @@ def zeroshot_logits(image_emb: torch.Tensor, classifier: torch.Tensor) -> torch.
 
 
 def evaluate_zeroshot(model, tokenizer, transform, dataset: EvalDataset, *, classnames=None,
-                      templates=None, device=None, amp: bool = False, **extract) -> dict:
+                      templates=None, device=None, precision: str = "auto", **extract) -> dict:
     """Zero-shot classification of `dataset` (needs labels).
 
     `classnames` / `templates`: a list, a key of the shipped JSON files, or a JSON file; by default
@@ -76,8 +78,25 @@ def evaluate_zeroshot(model, tokenizer, transform, dataset: EvalDataset, *, clas
         templates = key if key and has_shipped("templates", key) else "default"
     templates = get_templates(templates, key)
 
-    feats, _ = image_features(model, dataset, transform, kind="embed", device=device, amp=amp, **extract)
-    classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device, amp=amp)
+    feats, _ = image_features(model, dataset, transform, kind="embed", device=device, precision=precision,
+                              **extract)
+    classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device,
+                                     precision=precision)
     metrics = classification_metrics(zeroshot_logits(feats, classifier), labels)
     return {"metrics": metrics, "num_samples": len(dataset), "num_classes": len(classnames),
             "classnames": classnames, "templates": templates}
+
+
+def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
+    return evaluate_zeroshot(loaded.model, loaded.tokenizer, loaded.transform, test, device=device,
+                             precision=precision, **options, **extract)
+
+
+def _add_arguments(g) -> None:
+    g.add_argument("--classnames", help="key of the shipped class names JSON, or a JSON file")
+    g.add_argument("--templates", help="key of the shipped templates JSON, or a JSON file")
+
+
+PROTOCOL = Protocol(name="zeroshot",
+                    help="zero-shot classification: top-1, top-5, mean per-class (paper Table 6)",
+                    run=_run, add_arguments=_add_arguments, needs_text=True)

@@ -33,9 +33,19 @@ class PretrainMethod(nn.Module):
     A batch is a dict: 'image' [B, 3, H, W], 'text' [B, L] tokens, optionally 'views' [B, 2, 3, H, W]
     (two augmented views, SLIP/SimCLR) and 'seed' [B] int64 per-sample seeds for the masks.
     """
+    # What a method is, declared once here and read by the factory (which parts to build), config
+    # validation (the smallest batch) and the optimiser (what takes no weight decay).
     name = ""
-    needs_text = True
-    needs_views = False
+    needs_text = True               # builds the text tower, φ and the logit scale σ
+    decoder_kind: str | None = None  # "latent" (RILS), "pixel" (MAE) or None: no decoder
+    needs_views = False             # the batch carries two extra augmented views (SLIP/SimCLR)
+    min_batch = 2                   # contrastive methods need a negative in the batch
+
+    @classmethod
+    def model_parts(cls) -> dict:
+        """The DualEncoder parts this method trains; building only those keeps DDP free of unused
+        parameters and makes a checkpoint say what the method actually learned."""
+        return dict(text=cls.needs_text, decoder=cls.decoder_kind)
 
     def __init__(self, model: nn.Module, options: MethodOptions | None = None):
         super().__init__()
@@ -55,6 +65,10 @@ class PretrainMethod(nn.Module):
         loss = L.contrastive_loss_from_logits(logits_i, logits_t, labels)
         matched = logits_i.argmax(dim=1) == labels          # the set C (Eq. 9)
         return loss, matched, all_text
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that take no weight decay besides 1-D ones (timm/open_clip convention)."""
+        return {f"model.{n}" for n in self.model.no_weight_decay()}
 
     def extra_metrics(self) -> dict:
         if self.model.logit_scale is None:

@@ -6,6 +6,8 @@ from .base import PretrainMethod
 class MAE(PretrainMethod):
     name = "mae"
     needs_text = False
+    decoder_kind = "pixel"
+    min_batch = 1
 
     def forward(self, batch):
         images = batch["image"]

@@ -5,6 +5,7 @@ from .base import PretrainMethod
 
 class MAECLIP(PretrainMethod):
     name = "mae_clip"
+    decoder_kind = "pixel"
 
     def forward(self, batch):
         images = batch["image"]

@@ -8,6 +8,7 @@ from .base import PretrainMethod
 
 class RILS(PretrainMethod):
     name = "rils"
+    decoder_kind = "latent"
 
     def prototypes(self, all_text: torch.Tensor) -> torch.Tensor:
         """The z^T of Eq. 8: the global batch's text embeddings."""

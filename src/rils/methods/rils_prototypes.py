@@ -13,5 +13,8 @@ class RILSPrototypes(RILS):
         self.learned_prototypes = nn.Parameter(torch.empty(self.opt.num_prototypes, model.preset.embed_dim))
         nn.init.normal_(self.learned_prototypes, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {"learned_prototypes"}
+
     def prototypes(self, all_text):
         return self.learned_prototypes

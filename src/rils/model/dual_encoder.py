@@ -7,22 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..presets import Preset
+from ..presets import IMAGE_MEAN, IMAGE_STD, Preset
 from .decoder import MaskedDecoder
 from .text import build_text_tower
 from .vision import VisionEncoder
-
-# Which parts each pre-training method trains. Building only those keeps DDP free of unused
-# parameters and makes a checkpoint say what the method actually learned.
-METHOD_PARTS = {
-    "clip": dict(text=True, decoder=None),
-    "mae": dict(text=False, decoder="pixel"),
-    "mae_clip": dict(text=True, decoder="pixel"),
-    "slip": dict(text=True, decoder=None),
-    "simclr": dict(text=False, decoder=None),
-    "rils": dict(text=True, decoder="latent"),
-    "rils_prototypes": dict(text=True, decoder="latent"),
-}
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = 100.0
@@ -47,8 +35,7 @@ class DualEncoder(nn.Module):
         self.decoder_target = decoder
 
     # --- facts other tools need (evaluation transforms, timm and open_clip exports) ---
-    image_mean = (0.48145466, 0.4578275, 0.40821073)   # CLIP's normalisation
-    image_std = (0.26862954, 0.26130258, 0.27577711)
+    image_mean, image_std = IMAGE_MEAN, IMAGE_STD
 
     @property
     def image_size(self) -> int:
@@ -84,6 +71,19 @@ class DualEncoder(nn.Module):
             raise RuntimeError("this model has no text tower (it was pre-trained without text)")
         x = self.text(tokens)
         return F.normalize(x, dim=-1) if normalize else x
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters (besides 1-D ones) that take no weight decay: position and token embeddings,
+        cls and mask tokens, as in CLIP, SLIP and MAE. The towers say which, as timm/open_clip do."""
+        names = {f"visual.trunk.{n}" for n in self.visual.trunk.no_weight_decay()}
+        if self.decoder is not None:
+            names |= {"decoder.mask_token", "decoder.pos_embed"}
+        if self.text is not None:
+            names |= {f"text.{n}" for n in self.text.no_weight_decay()} | {"text.token_embedding.weight"}
+        if self.logit_scale is not None:
+            names.add("logit_scale")
+        params = dict(self.named_parameters())
+        return {n for n in names if n in params}
 
     def logit_scale_exp(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)

@@ -15,7 +15,6 @@ import yaml
 from ..methods.base import MethodOptions
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-CONTRASTIVE = {"clip", "mae_clip", "slip", "rils", "rils_prototypes", "simclr"}
 
 
 class ConfigError(ValueError):
@@ -81,7 +80,7 @@ class TrainConfig:
     eps: float = 1e-6
     grad_clip: float = 1.0        # max global grad norm; 0 = off
     accum_steps: int = 1
-    precision: str = "bf16"       # bf16 | fp32
+    precision: str = "auto"       # auto | bf16 | fp32 (auto: bf16 where the hardware has it natively)
     compile: bool = False
     checkpoint_every: int = 1000  # steps
     max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
@@ -191,17 +190,36 @@ def _exists(path) -> bool:
         return False
 
 
+PAPER_RECIPE = "paper_b16"   # `-c METHOD` is this recipe with method=METHOD, output_dir=runs/METHOD
+
+
+def list_recipes() -> list[str]:
+    """Recipe files plus one alias per registered method (the paper recipe with that method)."""
+    from ..methods import list_methods
+    return sorted({p.stem for p in CONFIG_DIR.glob("*.yaml")} | set(list_methods()))
+
+
+def _method_alias(name: str) -> dict | None:
+    from ..methods import METHODS
+    if name in METHODS and not _is_file(CONFIG_DIR / f"{name}.yaml"):
+        return {"method": name, "output_dir": f"runs/{name}"}
+    return None
+
+
 def resolve_recipe(name_or_path: str) -> Path:
+    """A recipe name wins (even over a folder of that name in the working directory) unless the
+    argument is a YAML file's path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or _exists(path):
+    is_name = path.suffix not in (".yaml", ".yml") and len(path.parts) == 1
+    if is_name and _is_file(CONFIG_DIR / f"{name_or_path}.yaml"):
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    if is_name and _method_alias(name_or_path) is not None:
+        return CONFIG_DIR / f"{PAPER_RECIPE}.yaml"
+    if path.suffix in (".yaml", ".yml") or _is_file(path):
         if not _is_file(path):
             raise ConfigError(f"config file not found: {_show(str(path))}")
         return path
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not _is_file(candidate):
-        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"unknown recipe {_show(name_or_path)}; recipes: {names}")
-    return candidate
+    raise ConfigError(f"unknown recipe {_show(name_or_path)}; recipes: {', '.join(list_recipes())}")
 
 
 def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
@@ -221,6 +239,9 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         _apply(cfg, data)
+        alias = _method_alias(recipe) if path.parent == CONFIG_DIR and path.stem == PAPER_RECIPE else None
+        if alias:
+            _apply(cfg, alias)
     for item in overrides:
         _apply(cfg, _parse_override(item))
     validate(cfg)
@@ -229,6 +250,7 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
 
 def validate(cfg: Config) -> None:
     from ..methods import METHODS
+    from ..precision import DEVICES, PRECISIONS
     from ..presets import list_presets
 
     if cfg.method not in METHODS:
@@ -247,8 +269,8 @@ def validate(cfg: Config) -> None:
         ("train.checkpoint_every", cfg.train.checkpoint_every >= 1, "must be >= 1"),
         ("train.max_bad_steps", cfg.train.max_bad_steps >= 1, "must be >= 1"),
         ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
-        ("train.precision", cfg.train.precision in ("bf16", "fp32"), "must be bf16 or fp32"),
-        ("train.device", cfg.train.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+        ("train.precision", cfg.train.precision in PRECISIONS, f"must be {', '.join(PRECISIONS)}"),
+        ("train.device", cfg.train.device in DEVICES, f"must be {', '.join(DEVICES)}"),
         ("data.source", cfg.data.source in ("demo", "shards", "csv", "folder"), "must be demo, shards, csv or folder"),
         ("data.workers", cfg.data.workers >= 0, "must be >= 0"),
         ("data.num_samples", cfg.data.num_samples >= 0, "must be >= 0"),
@@ -263,8 +285,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: {msg}, got {_show(value)}")
     if cfg.data.source != "demo" and not cfg.data.path:
         raise ConfigError(f"data.path: required for data.source={cfg.data.source}")
-    if cfg.method in CONTRASTIVE and cfg.train.batch_size < 2:
-        raise ConfigError(f"train.batch_size: {cfg.method} contrasts samples within a batch and needs at least 2 per rank, got {cfg.train.batch_size}")
+    min_batch = METHODS[cfg.method].min_batch
+    if cfg.train.batch_size < min_batch:
+        raise ConfigError(f"train.batch_size: {cfg.method} contrasts samples within a batch and needs at least "
+                          f"{min_batch} per rank, got {cfg.train.batch_size}")
 
 
 def eval_key(cfg: Config, key: str):
@@ -274,5 +298,7 @@ def eval_key(cfg: Config, key: str):
     return obj
 
 
-def dump_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def dump_config(cfg: Config, path: Path, header: str = "") -> None:
+    """The resolved configuration as YAML (loadable with `-c`); `header` becomes a comment line."""
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    path.write_text(comment + yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,13 +1,12 @@
 """The pre-training loop: one screen from batch to optimiser step, then logs and checkpoints."""
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import signal
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -17,12 +16,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from .. import create_method, create_model
 from .. import distributed as D
+from ..factory import create_model
+from ..methods import create_method
+from ..precision import EmulatedBf16Warning, resolve_device, resolve_precision
 from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
 from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
+from .metrics import MetricsLog
 from .optim import adamw, param_groups, warmup_cosine
+from .step import log_record, train_step
 
 
 class RunAborted(SystemExit):
@@ -37,7 +40,7 @@ class RunAborted(SystemExit):
 
 def setup_distributed(cfg: Config):
     """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; gloo on CPU, NCCL on GPU."""
-    use_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(cfg.train.device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not dist.is_initialized():
@@ -117,49 +120,6 @@ def find_resume(cfg: Config, ckpt_dir: Path, log) -> tuple[dict, Path] | None:
     return None
 
 
-class MetricsLog:
-    """metrics.jsonl (one object per logged step) and TensorBoard, written by rank 0 only."""
-
-    def __init__(self, out: Path, resume_step: int | None, enabled: bool):
-        self.enabled = enabled
-        self.path = out / "metrics.jsonl"
-        self.tb = None
-        if not enabled:
-            return
-        self.failed = False
-        if resume_step is not None and self.path.exists():
-            # drop what the interrupted run logged after its checkpoint (it is about to be redone),
-            # and a last line cut short by the kill
-            keep = [ln for ln in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-                    if (rec := _json_record(ln)) is not None and rec["step"] <= resume_step]
-            self.path.write_text("".join(k + "\n" for k in keep))
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(str(out / "tb"))
-
-    def write(self, record: dict, log=None) -> None:
-        if not self.enabled:
-            return
-        try:
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        except OSError as exc:  # a full disk: the checkpoint save will stop the run, not the log
-            if not self.failed and log is not None:
-                log(f"warning: could not append to {self.path}: {exc.strerror or exc}")
-            self.failed = True
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",):
-                self.tb.add_scalar(k, v, record["step"])
-            elif isinstance(v, dict):
-                for kk, vv in v.items():
-                    self.tb.add_scalar(f"{k}/{kk}", vv, record["step"])
-
-    def close(self):
-        if self.tb is not None:
-            self.tb.close()
-
-
 def train(cfg: Config) -> Path:
     """Pre-train as `cfg` says; returns the path of the final checkpoint (latest.pt).
 
@@ -171,12 +131,16 @@ def train(cfg: Config) -> Path:
     rank, world = D.rank(), D.world_size()
     is_main = rank == 0
     log = (lambda msg: print(f"[rils] {msg}", file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
+    with warnings.catch_warnings():   # the reason below says it; a warning would say it twice
+        warnings.simplefilter("ignore", EmulatedBf16Warning)
+        precision, why = resolve_precision(cfg.train.precision, device)
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     if is_main:
         try:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, out / "config.yaml")
+            dump_config(cfg, out / "config.yaml", header=f"train.precision={cfg.train.precision} ran as "
+                                                              f"{precision} ({why}) on {device}")
         except OSError as exc:
             raise ConfigError(f"output_dir: cannot write the run folder {out}: "
                               f"{exc.strerror or exc} ({exc.filename or out})") from None
@@ -211,6 +175,10 @@ def train(cfg: Config) -> Path:
                       betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, lr, cfg.train.min_lr))
 
+    log(f"{cfg.method} on {cfg.model.preset}, {device}, precision {precision} ({why}): {total_steps} steps, "
+        f"{steps_per_epoch}/epoch, global batch {global_batch} ({world} rank(s) x {B} x {A} accumulation), lr {lr:.3g}")
+    if "emulated" in why:
+        log("warning: bf16 is emulated on this CPU: expect ~50x slower matmuls; use train.precision=auto")
     # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
     start_step, skipped_total, epoch_skipped, skipped_steps = 0, Counter(), Counter(), 0
     last_saved = None   # (path, step) of the newest checkpoint known good, for error messages
@@ -229,8 +197,7 @@ def train(cfg: Config) -> Path:
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main)
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
-    step_fn = torch.compile(net) if cfg.train.compile else net
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    forward = torch.compile(net) if cfg.train.compile else net
 
     state = {"window": Counter()}   # unreadable samples met since the counters were last folded
 
@@ -249,6 +216,7 @@ def train(cfg: Config) -> Path:
         if is_main:
             payload = {"format": FORMAT, "preset": model.preset.to_dict(), "method": cfg.method,
                        "method_options": cfg.loss.__dict__, "config": cfg.to_dict(), "step": step,
+                       "precision": precision,
                        "epoch": step // steps_per_epoch, "state_dict": method.state_dict(),
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "skipped": dict(skipped_total), "epoch_skipped": dict(epoch_skipped),
@@ -258,7 +226,7 @@ def train(cfg: Config) -> Path:
                 last_saved = (path, step)
             except OSError as exc:
                 error = exc.strerror or str(exc)
-        if _any_rank(error is not None, world, device):
+        if D.any_rank_flags([error is not None], device)[0]:
             kept = (f"the previous checkpoint {last_saved[0]} (step {last_saved[1]}) is intact"
                     if last_saved else "no earlier checkpoint")
             raise RunAborted(f"{error}; {kept}; free space or fix the folder, then rerun with resume=latest"
@@ -267,8 +235,6 @@ def train(cfg: Config) -> Path:
     stop = {"flag": False}
     previous_sigint = signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("flag", True))
 
-    log(f"{cfg.method} on {cfg.model.preset}: {total_steps} steps, {steps_per_epoch}/epoch, global batch "
-        f"{global_batch} ({world} rank(s) x {B} x {A} accumulation), lr {lr:.3g}, {device.type}, {cfg.train.precision}")
     bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, dynamic_ncols=True, desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line every 10 s
     step, batches, epoch = start_step, None, -1
@@ -280,43 +246,29 @@ def train(cfg: Config) -> Path:
                 epoch = step // steps_per_epoch
                 batches = epoch_batches(data, cfg, epoch=epoch, rank=rank, world=world,
                                         start=(step % steps_per_epoch) * A, pin_memory=device.type == "cuda")
-            optimizer.zero_grad(set_to_none=True)
-            step_sums = Counter()
-            for micro in range(A):
+            micro_batches = []
+            for _ in range(A):
                 try:
                     batch = next(batches)
                 except StopIteration:
                     raise RunAborted(f"data: the stream of {cfg.data.path or cfg.data.source} ran dry in epoch "
                                      f"{epoch} (no readable sample left for rank {rank})") from None
                 state["window"].update(batch.pop("skipped"))
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                sync = micro == A - 1 or world == 1
-                ctx = net.no_sync() if (world > 1 and not sync) else _null()
-                with ctx, torch.autocast(**amp):
-                    outputs = step_fn(batch)
-                (outputs["loss"] / A).backward()
-                # one device-to-host copy for all logged parts, not one per part
-                values = torch.stack([v.detach().float() for v in outputs.values()]).tolist()
-                for k, v in zip(outputs, values):
-                    step_sums[k] += v
-                images += batch["image"].shape[0] * world
-            grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip or float("inf"))
-            # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also
-            # reaches every rank's all-reduced gradient; an infinite one may not), and Ctrl-C on any rank.
-            loss_bad, stop_now = _any_rank_flags([not math.isfinite(step_sums["loss"]), stop["flag"]], world, device)
-            bad = loss_bad or not bool(torch.isfinite(grad_norm))
-            if bad:    # the step is skipped: weights and optimiser state stay as they are
+                micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+            result = train_step(net, method, optimizer, micro_batches, device=device, precision=precision,
+                                grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
+                                extra_flags=[stop["flag"]])
+            (stop_now,), grad_norm = result.flags, result.grad_norm
+            images += result.images
+            if result.skipped:
                 skipped_steps += 1
                 bad_streak += 1
                 log(f"step {step + 1}: non-finite loss or gradient norm; update skipped "
                     f"({bad_streak} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
             else:
-                optimizer.step()
                 bad_streak = 0
-                sums.update(step_sums)
+                sums.update(result.sums)
                 n_sums += A
-            scheduler.step()       # a skipped step still counts: the schedule and data order stay on plan
-            model.clamp_logit_scale()
             step += 1
             bar.update(1)
 
@@ -328,15 +280,10 @@ def train(cfg: Config) -> Path:
                     vec = D.all_reduce_sum(torch.tensor(list(means.values()), dtype=torch.float64, device=device)) / world
                     means = dict(zip(means, vec.cpu().tolist()))
                 fold_skips()
-                gn = float(grad_norm)
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                          "lr": scheduler.get_last_lr()[0], **means,
-                          "grad_norm": gn if math.isfinite(gn) else None, "images_per_sec": images / (now - t_last),
-                          "skipped": sum(skipped_total.values()), "skipped_by_reason": dict(skipped_total),
-                          "skipped_steps": skipped_steps,
-                          "epoch_samples": ((step - 1) % steps_per_epoch + 1) * global_batch,
-                          "epoch_skipped": sum(epoch_skipped.values()),
-                          "epoch_skipped_by_reason": dict(epoch_skipped)}
+                record = log_record(step=step, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                                    lr=scheduler.get_last_lr()[0], means=means, grad_norm=float(grad_norm),
+                                    images_per_sec=images / (now - t_last), skipped_total=skipped_total,
+                                    skipped_steps=skipped_steps, epoch_skipped=epoch_skipped)
                 metrics.write(record, log)
                 bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", img_s=f"{record['images_per_sec']:.0f}")
                 sums, n_sums, images, t_last = Counter(), 0, 0, now
@@ -363,28 +310,6 @@ def train(cfg: Config) -> Path:
     return ckpt_dir / "latest.pt"
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _any_rank(flag: bool, world: int, device) -> bool:
-    """Ranks must stop at the same step, or the next collective would hang."""
-    return _any_rank_flags([flag], world, device)[0]
-
-
-def _any_rank_flags(flags: list[bool], world: int, device) -> list[bool]:
-    """For each flag, whether it is set on any rank (one all-reduce for all of them)."""
-    if world == 1:
-        return [bool(f) for f in flags]
-    t = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(t)
-    return [bool(v > 0) for v in t.tolist()]
-
-
 def _all_reduce_counter(counter: Counter) -> Counter:
     """Sum skip counts over ranks; reasons differ per rank, so exchange them as objects."""
     gathered = [None] * D.world_size()
@@ -393,13 +318,3 @@ def _all_reduce_counter(counter: Counter) -> Counter:
     for c in gathered:
         total.update(c)
     return total
-
-
-def _json_record(line: str):
-    """A metrics line as a dict with a numeric step, or None (a line cut short by a kill)."""
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return None
-    ok = isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and not isinstance(rec["step"], bool)
-    return rec if ok else None

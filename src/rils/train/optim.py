@@ -5,18 +5,16 @@ import math
 
 import torch
 
-# Parameters that never take weight decay besides 1-D ones (norms, biases): embeddings and the
-# logit scale, as in CLIP/SLIP/MAE.
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "positional_embedding", "token_embedding",
-                  "logit_scale", "learned_prototypes")
-
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decay on weights; none on 1-D parameters (norms, biases) and on what the
+    module names in `no_weight_decay()` (embeddings, tokens, the logit scale; see each method)."""
+    exempt = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES):
+        if p.ndim <= 1 or name in exempt:
             no_decay.append(p)
         else:
             decay.append(p)

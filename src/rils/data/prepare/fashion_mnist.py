@@ -4,6 +4,9 @@ Official split kept: 60,000 train, 10,000 test. Images stay 28x28 (grayscale sto
 training transform resizes). Captions name the class in varied wording, picked by a hash of the
 sample's id: "a photo of a sneaker", "a black and white photo of an ankle boot", "product photo:
 trouser", ...
+
+The IDX reader (`read_idx`, `load_split`), the file names and the install location here are also
+what `rils eval`'s `fashion-mnist` dataset reads with (rils.eval.datasets.FashionMNIST).
 """
 from __future__ import annotations
 

@@ -1,0 +1,100 @@
+"""Where a model runs and in which number format: the one place that resolves "auto" and builds
+the autocast context (the engine, `rils bench`, evaluation and viz all go through here).
+
+Precision vocabulary (as open_clip's `--precision`):
+  auto  bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512-BF16 or
+        AMX), fp32 elsewhere. On a CPU without those instructions PyTorch *emulates* bf16 matmuls,
+        about 50-70x slower than fp32, so "auto" never picks bf16 there.
+  bf16  bf16 autocast (loss heads stay fp32, see rils.losses); warns once where it is emulated.
+  fp32  no autocast.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class EmulatedBf16Warning(UserWarning):
+    """bf16 was asked for on a CPU that emulates it."""
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` is CUDA when available, else the CPU; anything else is passed to torch.device."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls in hardware (AVX-512-BF16 or AMX), as oneDNN sees it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "auto") -> tuple[str, str]:
+    """("bf16" | "fp32", the reason in a few words). Raises ValueError for an unknown name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = resolve_device(device)
+    native = native_bf16(device)
+    what = "this GPU" if device.type == "cuda" else "this CPU"
+    if precision == "auto":
+        if native:
+            return "bf16", f"auto: {what} computes bf16 natively"
+        return "fp32", f"auto: {what} has no native bf16 (it would be emulated, ~50x slower matmuls)"
+    if precision == "bf16" and not native:
+        warn_emulated_bf16(device)
+        return "bf16", f"asked for; emulated on {what}"
+    return precision, "asked for"
+
+
+_warned: set[str] = set()
+
+
+def warn_emulated_bf16(device: torch.device) -> None:
+    """Once per process and device type."""
+    if device.type in _warned:
+        return
+    _warned.add(device.type)
+    warnings.warn(f"bf16 is emulated on this {'GPU' if device.type == 'cuda' else 'CPU'}: expect ~50x slower "
+                  f"matmuls; use precision=auto", EmulatedBf16Warning, stacklevel=3)
+
+
+def full_precision():
+    """Autocast off on every device type, for loss heads that must run in fp32 inside a bf16 step."""
+    stack = contextlib.ExitStack()
+    for device_type in ("cpu", "cuda"):
+        stack.enter_context(torch.autocast(device_type, enabled=False))
+    return stack
+
+
+def autocast(device: str | torch.device, precision: str):
+    """The autocast context for a resolved precision ("bf16" or "fp32"; "auto" is resolved here)."""
+    device = resolve_device(device)
+    if precision == "auto":
+        precision = resolve_precision(precision, device)[0]
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
