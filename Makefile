@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+demo: install   # a second `make demo` moves the first run aside (runs/demo.old-*)
 	$(PY) -m rils demo --out runs/demo
 
 test: install

@@ -192,3 +192,18 @@ def test_bad_arguments_raise_value_error(call):
     with pytest.raises(ValueError) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_one_color_and_colorless_captions_change_only_what_they_say():
+    base = DemoShapes("train", num_samples=40)
+    one = DemoShapes("train", num_samples=40, one_color=True)
+    plain = DemoShapes("train", num_samples=40, colorless_captions=1.0)
+    for i in range(40):
+        b, o, p = base[i], one[i], plain[i]
+        assert (o["shape"], o["color"], o["seg"].tolist()) == (b["shape"], b["color"], b["seg"].tolist())
+        words = set(o["caption"].replace(",", " ").split())
+        assert words & set(COLORS) <= {COLORS[o["color"]]}          # one colour named, the dominant's
+        assert not set(p["caption"].replace(",", " ").split()) & set(COLORS)
+        assert SHAPES[p["shape"]] in p["caption"]
+        assert not re.search(r"\ban [^aeiou]|\ba [aeiou]", p["caption"])   # articles still agree
+    assert base[0]["image"].tobytes() == plain[0]["image"].tobytes()

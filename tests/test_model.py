@@ -1,4 +1,5 @@
 import timm
+import pytest
 import torch
 
 import rils
@@ -99,3 +100,12 @@ def test_position_embedding_is_fixed_sincos():
     pe = model.visual.trunk.pos_embed
     assert not pe.requires_grad and torch.all(pe[0, 0] == 0)
     assert pe[0, 1:].abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("name", ["vit_nano8_32", "vit_ti8_64", "vit_s16"])
+def test_preset_param_counts_match_the_built_towers(name):
+    """`rils presets` prints counts computed from the geometry; they are the built model's."""
+    model = rils.create_model(name, method="clip")
+    counts = model.preset.param_counts()
+    assert counts["vision"] == sum(p.numel() for p in model.visual.parameters())
+    assert counts["text"] == sum(p.numel() for p in model.text.parameters())

@@ -45,6 +45,15 @@ class _HashingWriter:
         self.fh.flush()
 
 
+def default_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the umask (0644 under the usual 022), so a
+    cluster group can read checkpoints and exports. mkstemp (and safetensors, which writes through
+    one) makes them 0600, readable by their owner alone."""
+    mask = os.umask(0o022)     # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_atomic(path: Path, write) -> None:
     """`write(fh)` into a temporary file in the same folder, fsync, rename over `path`.
     Any failure leaves `path` as it was and raises OSError naming `path`."""
@@ -52,6 +61,7 @@ def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), default_file_mode())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -217,6 +227,17 @@ def verify_checkpoint(path: str | Path) -> bool:
     return True
 
 
+# torch.save writes a zip archive; files from torch < 1.6 (and `_use_new_zipfile_serialization=False`)
+# are a pickle, which starts with the PROTO opcode. Anything else cannot be a torch file.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(_TORCH_MAGIC)
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint: FileNotFoundError if absent; ValueError (one line, naming the file) if the
     bytes do not match the sidecar, the file is not a readable torch file, it holds anything but
@@ -226,8 +247,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         verify_checkpoint(path)
+        is_torch = _looks_like_torch_file(path)
     except OSError as exc:
         raise ValueError(f"checkpoint {path} could not be read ({exc.strerror or type(exc).__name__})") from None
+    if not is_torch:   # a text file, an image, ...: say what it is not, not what torch's unpickler met
+        raise ValueError(f"{path} is not a rils checkpoint (not a torch file)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or corrupted file, not a torch file, or a pickled object

@@ -51,12 +51,14 @@ options (τ1 and the rest) under `rils.method_options`, so evaluation defaults t
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from ._version import __version__
+from .checkpoint import default_file_mode
 from .formats import (FORMAT_OPEN_CLIP, FORMAT_TIMM, LN_EPS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
                       safetensors_metadata, to_open_clip_state_dict)
 from .load import VisionOnlyWarning, load_model
@@ -107,6 +109,7 @@ def export_timm(model_or_path, out, *, verify: bool = True) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(_tensors(model.visual.trunk.state_dict()), str(out), metadata=timm_metadata(model))
+    os.chmod(out, default_file_mode())   # safetensors writes 0600 (through a temporary file)
     info = {"format": "timm", "out": str(out), "timm_model_name": model.timm_model_name,
             "timm_kwargs": model.timm_kwargs}
     if verify:
@@ -227,6 +230,7 @@ def export_open_clip(model_or_path, out_dir, *, vision_tower: str = "auto", veri
         raise ValueError(f"{out_dir} already holds other weights ({', '.join(stale)}); use an empty folder")
     save_file(_tensors(to_open_clip_state_dict(model, tower)), str(out_dir / OPEN_CLIP_WEIGHTS),
               metadata={"format": FORMAT_OPEN_CLIP, "vision_tower": tower})
+    os.chmod(out_dir / OPEN_CLIP_WEIGHTS, default_file_mode())   # safetensors writes 0600
     (out_dir / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     info = {"format": "open_clip", "out": str(out_dir), "vision_tower": tower,
             "open_clip_name": f"local-dir:{out_dir}"}
@@ -261,12 +265,11 @@ def verify_open_clip(model, out_dir, texts=("a red circle", "a blue square on a 
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-def add_export_parser(subparsers) -> None:
+def add_export_parser(subparsers, help: str) -> None:
     import argparse
 
-    p = subparsers.add_parser(
-        "export", help="export a checkpoint for timm (vision trunk) or open_clip (whole dual encoder)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("export", help=help, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "-m", required=True, help="training checkpoint (or an export)")
     p.add_argument("--format", "-f", required=True, choices=("timm", "open_clip"))
     p.add_argument("--out", "-o", required=True, help="timm: FILE.safetensors; open_clip: a folder")

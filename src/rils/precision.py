@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,6 +28,7 @@ class EmulatedBf16Warning(UserWarning):
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """`auto` is CUDA when available, else the CPU; anything else is passed to torch.device."""
+    import torch  # here, not at the top: `rils --help` must not wait for torch
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -33,9 +36,20 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls in hardware (AVX-512-BF16 or AMX), as oneDNN sees it."""
+    """Whether this CPU runs bf16 matmuls in hardware (AVX-512-BF16 or AMX), as oneDNN sees it; False
+    when oneDNN is capped below those instructions (ONEDNN_MAX_CPU_ISA=AVX2, say, as on a laptop)."""
+    import os
+
+    import torch
+
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ISAS_WITHOUT_BF16:
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -43,6 +57,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def native_bf16(device: torch.device) -> bool:
+    import torch
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -82,6 +97,7 @@ def warn_emulated_bf16(device: torch.device) -> None:
 
 def full_precision():
     """Autocast off on every device type, for loss heads that must run in fp32 inside a bf16 step."""
+    import torch
     stack = contextlib.ExitStack()
     for device_type in ("cpu", "cuda"):
         stack.enter_context(torch.autocast(device_type, enabled=False))
@@ -90,6 +106,7 @@ def full_precision():
 
 def autocast(device: str | torch.device, precision: str):
     """The autocast context for a resolved precision ("bf16" or "fp32"; "auto" is resolved here)."""
+    import torch
     device = resolve_device(device)
     if precision == "auto":
         precision = resolve_precision(precision, device)[0]

@@ -47,6 +47,25 @@ class Preset:
                     depth=self.depth, num_heads=self.heads, mlp_ratio=self.mlp_ratio,
                     num_classes=0, global_pool="avg", fc_norm=False)
 
+    @property
+    def at_timm_defaults(self) -> bool:
+        """Whether `timm.create_model(timm_model_name)` alone builds this geometry (224 px ViTs)."""
+        defaults = {"vit_base_patch16_224": (224, 16, 768, 12, 12), "vit_large_patch16_224": (224, 16, 1024, 24, 16),
+                    "vit_small_patch16_224": (224, 16, 384, 12, 6), "vit_tiny_patch16_224": (224, 16, 192, 12, 3)}
+        return defaults.get(self.timm_model_name) == (self.image_size, self.patch_size, self.width, self.depth,
+                                                       self.heads)
+
+    def param_counts(self) -> dict:
+        """Parameters of the vision tower (timm trunk + θ) and the text tower (open_clip's + φ), from
+        the geometry alone (no torch); tests/test_model.py checks them against the built model."""
+        w, h, e = self.width, round(self.mlp_ratio * self.width), self.embed_dim
+        block = 4 * w + (3 * w * w + 3 * w) + (w * w + w) + (h * w + h) + (w * h + w)
+        vision = (3 * self.patch_size ** 2 * w + w) + w + (self.num_patches + 1) * w + self.depth * block + 2 * w + w * e
+        t = self.text_width
+        text_block = 4 * t + (3 * t * t + 3 * t) + (t * t + t) + (4 * t * t + 4 * t) + (4 * t * t + t)
+        text = self.vocab_size * t + self.context_length * t + self.text_layers * text_block + 2 * t + t * e
+        return {"vision": vision, "text": text}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -61,6 +80,9 @@ _PRESETS = {
     "vit_ti16": Preset("vit_ti16", "vit_tiny_patch16_224", 224, 16, 192, 12, 3, 256, 256, 4, 4, 192),
     # Low resolution: 64x64 input, patch 8 (64 patches); what the CPU demo and comparisons use.
     "vit_ti8_64": Preset("vit_ti8_64", "vit_tiny_patch16_224", 64, 8, 192, 6, 3, 192, 192, 4, 4, 192,
+                         context_length=32),
+    # The CPU demo: 32x32 input, patch 8 (16 patches); a step costs about a third of vit_ti8_64's.
+    "vit_ti8_32": Preset("vit_ti8_32", "vit_tiny_patch16_224", 32, 8, 192, 6, 3, 192, 192, 4, 4, 192,
                          context_length=32),
     # For tests only: 32x32 input, 16 patches, two narrow blocks.
     "vit_nano8_32": Preset("vit_nano8_32", "vit_tiny_patch16_224", 32, 8, 64, 2, 2, 32, 64, 2, 2, 64,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,11 @@ def load_image(spec: str):
         return DemoShapes(split=parts[1]).__getitem__(int(parts[2]))["image"]
     if not Path(spec).is_file():
         raise FileNotFoundError(f"image not found: {spec}")
-    with Image.open(spec) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(spec) as im:
+            return im.convert("RGB")
+    except Exception as exc:   # PIL raises many kinds (OSError, SyntaxError, ...) for bytes that are not an image
+        raise ValueError(f"{spec} is not a readable image ({type(exc).__name__})") from None
 
 
 def _model_view(model, image) -> tuple[torch.Tensor, np.ndarray]:
@@ -143,8 +147,7 @@ def _draw_semantic_map(r: SemanticMap, *, alpha: float, interpolation: str, pane
                        interpolation=interpolation)
         ax.set_title(_wrap(r.texts[t]), fontsize=9)
     fig.colorbar(im, ax=panels, shrink=0.6, label="p (softmax over the texts)")
-    cmap = plt.get_cmap("tab10" if T <= 10 else "tab20")
-    colors = np.array([cmap(i % cmap.N)[:3] for i in range(T)])
+    colors = text_colors(r.texts)
     ax = panels[-1]
     ax.imshow(r.image, extent=extent)
     ax.imshow(colors[r.argmax.numpy()], alpha=alpha, extent=extent, interpolation="nearest")
@@ -156,6 +159,66 @@ def _draw_semantic_map(r: SemanticMap, *, alpha: float, interpolation: str, pane
         ax.set_yticks([])
     fig.suptitle("per-patch p over the texts in the language space (Eq. 8)", fontsize=10)
     r.figure, r.panel_axes = fig, panels
+
+
+# A text that names a colour is drawn in it; the others take shades no text names, so a legend never
+# shows "a red circle" in blue.
+NAMED_COLORS = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f5fd6", "yellow": "#f2d21b", "purple": "#8e44ad",
+                "orange": "#ff7f0e", "pink": "#e377c2", "brown": "#8c564b", "black": "#111111", "white": "#f4f4f4",
+                "gray": "#8c8c8c", "grey": "#8c8c8c", "cyan": "#17becf"}
+_UNNAMED = ("#c7c7c7", "#5c5c5c", "#9edae5", "#dbdb8d", "#c49c94", "#393b79", "#637939", "#843c39", "#7b4173",
+            "#a6cee3")
+
+
+def text_colors(texts: list[str]) -> np.ndarray:
+    """[T, 3] RGB in [0, 1]: the colour a text names (its first colour word), else an unnamed shade."""
+    from matplotlib.colors import to_rgb
+
+    out, spare = [], iter(_UNNAMED * (1 + len(texts) // len(_UNNAMED)))
+    for text in texts:
+        named = next((NAMED_COLORS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in NAMED_COLORS), None)
+        out.append(to_rgb(named or next(spare)))
+    return np.array(out)
+
+
+def semantic_map_grid(model, images: list, classes: list[str], prompts: list[list[str]], *, out=None,
+                      tau: float | None = None, device="cpu", precision: str = "auto", dpi: int = 100):
+    """Several images, each beside its per-patch argmax over `classes` (each class: the mean of its
+    `prompts`' embeddings, as zero-shot patch segmentation builds them). Returns the figure."""
+    from matplotlib.patches import Patch
+
+    from .eval.models import default_tau
+    from .eval.patchseg import patch_probabilities, text_prototypes
+    from .model.text import get_tokenizer
+    from .precision import autocast
+
+    plt = _pyplot()
+    tau = default_tau(model) if tau is None else tau
+    model = model.to(device).eval()
+    protos = text_prototypes(model, get_tokenizer(model.context_length), prompts, device=device, precision=precision)
+    colors = text_colors(classes)
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.4), squeeze=False, layout="constrained")
+    for j, image in enumerate(images):
+        x, shown = _model_view(model, image)
+        with torch.inference_mode(), autocast(device, precision):
+            argmax = patch_probabilities(model, x.to(device), protos, tau)[0].argmax(0).cpu()
+        S = shown.shape[0]
+        axes[0, j].imshow(shown, extent=(0, S, S, 0))
+        axes[1, j].imshow(shown, extent=(0, S, S, 0))
+        axes[1, j].imshow(colors[argmax.numpy()], alpha=0.75, extent=(0, S, S, 0), interpolation="nearest")
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("held-out image", fontsize=9)
+    axes[1, 0].set_ylabel("argmax of p per patch", fontsize=9)
+    fig.legend(handles=[Patch(color=colors[i], label=c) for i, c in enumerate(classes)], loc="outside lower center",
+               ncol=min(len(classes), 7), fontsize=8, frameon=False)
+    fig.suptitle(f"language semantic map (Eq. 8, τ1={tau:g}): each patch labelled by its most likely class", fontsize=9)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    return fig
 
 
 def _wrap(text: str, width: int = 32) -> str:
@@ -225,10 +288,10 @@ def plot_curves(path, out=None, *, dpi: int = 100):
 
 # --------------------------------------------------------------------------------------------- CLI
 
-def add_viz_parser(subparsers) -> None:
+def add_viz_parser(subparsers, help: str) -> None:
     import argparse
 
-    p = subparsers.add_parser("viz", help="draw semantic maps or training curves", description=__doc__,
+    p = subparsers.add_parser("viz", help=help, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="viz_command", metavar="WHAT", required=True)
     s = sub.add_parser("semantic-map", help="per-patch p over texts (Eq. 8), one panel per text + argmax")

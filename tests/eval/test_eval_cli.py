@@ -34,7 +34,7 @@ def test_zeroshot_cli_writes_json_and_reuses_cache(local_dir, tmp_path, capsys):
     assert set(record["metrics"]) == {"top1", "top5", "mean_per_class"}
     assert record["precision"] == resolve_precision("auto", default_device())[0] and "amp" not in record
     printed = capsys.readouterr().out
-    assert "zeroshot on demo-shapes (val)" in printed and "top-1" in printed
+    assert "zeroshot on demo-shapes (val, task color)" in printed and "top-1" in printed
     assert len(list(cache.glob("*.pt"))) == 1
 
     assert main(argv) == 0  # unchanged weights: the cached features are used
@@ -134,7 +134,7 @@ def test_precision_option_and_the_deprecated_amp_flag(capsys):
     from rils.eval.cli import add_eval_parser
 
     parser = argparse.ArgumentParser()
-    add_eval_parser(parser.add_subparsers(dest="command"))
+    add_eval_parser(parser.add_subparsers(dest="command"), help="evaluate")
     base = ["eval", "zeroshot", "--checkpoint", "x.pt", "--dataset", "demo-shapes"]
     assert parser.parse_args(base).precision == "auto"
     assert parser.parse_args([*base, "--precision", "fp32"]).precision == "fp32"

@@ -72,3 +72,16 @@ def test_curves_only_present_keys_and_cli(tmp_path, capsys):
     assert rils_main(["viz", "curves", str(tmp_path / "metrics.jsonl"), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").is_file()
     assert rils_main(["viz", "curves", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d.png")]) == 2
+
+
+def test_legend_colours_follow_the_colour_words_of_the_texts():
+    from matplotlib.colors import to_rgb
+
+    from rils.viz import NAMED_COLORS, text_colors
+
+    texts = ["a red circle", "an orange cross", "a light background", "a blue square", "a star"]
+    colors = text_colors(texts)
+    assert tuple(colors[0]) == to_rgb(NAMED_COLORS["red"]) and tuple(colors[3]) == to_rgb(NAMED_COLORS["blue"])
+    assert tuple(colors[1]) == to_rgb(NAMED_COLORS["orange"])
+    named = {to_rgb(c) for c in NAMED_COLORS.values()}
+    assert tuple(colors[2]) not in named and tuple(colors[4]) not in named and tuple(colors[2]) != tuple(colors[4])

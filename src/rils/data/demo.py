@@ -68,15 +68,16 @@ def _make_shape(rng, kind, color, x, y, size) -> _Shape:
                   float(rng.uniform(-0.2, 0.2)))
 
 
-def _make_layout(rng: np.random.Generator) -> list[_Shape]:
-    """Shapes of one image, dominant first. Resolution-independent."""
+def _make_layout(rng: np.random.Generator, one_color: bool = False, max_shapes: int = 3) -> list[_Shape]:
+    """Shapes of one image, dominant first. Resolution-independent. With `one_color`, every shape
+    takes the dominant one's colour (the random draws stay the same, so only colours change)."""
     kind, color = _dominant_labels(rng)
     size = rng.uniform(*_DOMINANT_SIZE)
     m = _EXTENT * size
     x, y = rng.uniform(m, 1 - m, 2)
     shapes = [_make_shape(rng, kind, color, x, y, size)]
     u = rng.random()
-    n_others = 0 if u < 0.4 else 1 if u < 0.75 else 2
+    n_others = min(0 if u < 0.4 else 1 if u < 0.75 else 2, max_shapes - 1)
     # Distinct kinds per image: captions never need plurals, and seg (which
     # labels kinds, not instances) cannot add up two small shapes of one kind.
     others = rng.permutation([k for k in range(len(SHAPES)) if k != kind])[:n_others]
@@ -86,7 +87,8 @@ def _make_layout(rng: np.random.Generator) -> list[_Shape]:
         for _ in range(30):  # rejection sampling; give up quietly if it is too crowded
             x, y = rng.uniform(m, 1 - m, 2)
             if all(math.hypot(x - s.x, y - s.y) >= _EXTENT * (size + s.size) for s in shapes):
-                shapes.append(_make_shape(rng, int(k), int(rng.integers(len(COLORS))), x, y, size))
+                other = int(rng.integers(len(COLORS)))
+                shapes.append(_make_shape(rng, int(k), color if one_color else other, x, y, size))
                 break
     return shapes
 
@@ -189,13 +191,26 @@ def _captions(shapes: list[_Shape], rng: np.random.Generator) -> list[str]:
     return out
 
 
+_COLOR_WORDS = "|".join(COLORS)
+
+
+def _without_colors(caption: str) -> str:
+    """"a red circle in the middle and a small blue star" -> "a circle in the middle and a small star"."""
+    import re
+
+    text = re.sub(rf"\s+in ({_COLOR_WORDS})\b", "", caption)
+    text = re.sub(rf"\b({_COLOR_WORDS})\s+", "", text)
+    return re.sub(r"\b(a|an) ([a-z]+)", lambda m: _a(m.group(2)), text)   # "an orange ring" -> "a ring"
+
+
 # ----------------------------------------------------------------- dataset
 
 class DemoShapes(torch.utils.data.Dataset):
     """Coloured-shape images with captions, labels and segmentation, rendered on the fly."""
 
     def __init__(self, split: str = "train", num_samples: int | None = None,
-                 image_size: int = 64, seed: int = 0):
+                 image_size: int = 64, seed: int = 0, one_color: bool = False,
+                 colorless_captions: float = 0.0, max_shapes: int = 3):
         if split not in _SPLIT_IDS:
             raise ValueError(f"split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
         if num_samples is None:
@@ -207,6 +222,17 @@ class DemoShapes(torch.utils.data.Dataset):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.split, self.num_samples, self.image_size, self.seed = split, num_samples, image_size, seed
+        # All shapes of an image in one colour: a caption can then not be matched by its colours
+        # alone, so contrastive training has to learn the shape words too (the demo uses it).
+        self.one_color = bool(one_color)
+        # This share of captions names the shapes without their colours, so that matching them
+        # takes the shape words (drawn after every other choice: 0 leaves the corpus unchanged).
+        if not 0.0 <= colorless_captions <= 1.0:
+            raise ValueError(f"colorless_captions must be in [0, 1], got {colorless_captions!r}")
+        self.colorless_captions = float(colorless_captions)
+        if max_shapes not in (1, 2, 3):
+            raise ValueError(f"max_shapes must be 1, 2 or 3, got {max_shapes!r}")
+        self.max_shapes = max_shapes   # fewer shapes per image (the dominant one always drawn)
         self._labels: dict[str, list[int]] | None = None
 
     def __len__(self) -> int:
@@ -228,11 +254,14 @@ class DemoShapes(torch.utils.data.Dataset):
 
     def __getitem__(self, i) -> dict:
         i = self._index(i)
-        shapes = _make_layout(self._rng(i, _LAYOUT))
+        shapes = _make_layout(self._rng(i, _LAYOUT), self.one_color, self.max_shapes)
         image, seg = self._render(shapes, self._rng(i, _RENDER))
         rng = self._rng(i, _CAPTION)
         captions = _captions(shapes, rng)
-        return {"image": image, "caption": captions[int(rng.integers(len(captions)))],
+        caption = captions[int(rng.integers(len(captions)))]
+        if self.colorless_captions and rng.random() < self.colorless_captions:
+            caption = _without_colors(caption)
+        return {"image": image, "caption": caption,
                 "captions": captions, "shape": shapes[0].kind, "color": shapes[0].color,
                 "seg": seg}
 
@@ -241,7 +270,7 @@ class DemoShapes(torch.utils.data.Dataset):
         `segmentation_classes(task)`), without drawing its captions."""
         _check_task(task)
         i = self._index(i)
-        shapes = _make_layout(self._rng(i, _LAYOUT))
+        shapes = _make_layout(self._rng(i, _LAYOUT), self.one_color, self.max_shapes)
         image, seg = self._render(shapes, self._rng(i, _RENDER))
         if task == "color":
             # Kinds are distinct within an image (see _make_layout), so kind -> colour is a lookup.

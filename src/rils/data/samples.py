@@ -33,6 +33,22 @@ class SkipSample(Exception):
         self.reason = reason
 
 
+# Each skip reason (the key in metrics.jsonl) in words, for messages about data that yields nothing.
+REASONS = {
+    "missing_file": "missing file", "unreadable_file": "unreadable file", "empty_image": "empty image file",
+    "bad_image": "undecodable image", "too_small": f"image under {MIN_IMAGE_SIDE} px",
+    "decompression_bomb": "decompression bomb", "bad_caption": "unreadable caption",
+    "empty_caption": "empty caption", "no_caption": "missing caption (.txt)", "no_image": "missing image",
+    "bad_shard": "damaged shard",
+}
+
+
+def describe_skips(counts) -> str:
+    """'20 missing caption (.txt), 3 undecodable image': most frequent first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {REASONS.get(reason, reason)}" for reason, n in ordered)
+
+
 def sample_seed(run_seed: int, epoch: int, key) -> int:
     """A 63-bit seed that depends on the sample alone, not on rank, worker or batch position."""
     digest = hashlib.blake2b(f"{run_seed}:{epoch}:{key}".encode(), digest_size=8).digest()

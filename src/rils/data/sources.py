@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
-import tarfile
 from pathlib import Path
 
 import webdataset as wds
+
+from .samples import SkipSample
+from .shards import count_samples, listed_sizes, local_path
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -14,9 +16,11 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 class DemoSource:
     """The embedded, procedurally rendered corpus (no files)."""
 
-    def __init__(self, num_samples: int, image_size: int, seed: int = 0):
+    def __init__(self, num_samples: int, image_size: int, seed: int = 0, one_color: bool = False,
+                 colorless_captions: float = 0.0, max_shapes: int = 3):
         from .demo import DemoShapes
-        self.ds = DemoShapes("train", num_samples=num_samples or None, image_size=image_size, seed=seed)
+        self.ds = DemoShapes("train", num_samples=num_samples or None, image_size=image_size, seed=seed,
+                             one_color=one_color, colorless_captions=colorless_captions, max_shapes=max_shapes)
 
     def __len__(self):
         return len(self.ds)
@@ -27,9 +31,10 @@ class DemoSource:
 
 
 class PairListSource:
-    """(image path, caption) pairs; images are read as bytes so a bad file is a counted skip."""
+    """(image path, caption) pairs; images are read as bytes so a bad file is a counted skip.
+    A caption of None means the caption file is missing (`no_caption`)."""
 
-    def __init__(self, pairs: list[tuple[Path, str]]):
+    def __init__(self, pairs: list[tuple[Path, str | None]]):
         if not pairs:
             raise ValueError("the data source holds no image-caption pairs")
         self.pairs = pairs
@@ -39,10 +44,14 @@ class PairListSource:
 
     def raw(self, i):
         path, caption = self.pairs[i]
+        if caption is None:
+            raise SkipSample("no_caption")
         try:
             return path.read_bytes(), caption
+        except (FileNotFoundError, NotADirectoryError):
+            raise SkipSample("missing_file") from None   # not an empty image: say what it is
         except OSError:
-            return b"", caption
+            raise SkipSample("unreadable_file") from None
 
 
 def csv_source(path: str, image_col: str = "filepath", caption_col: str = "caption", sep: str = ",") -> PairListSource:
@@ -60,14 +69,15 @@ def csv_source(path: str, image_col: str = "filepath", caption_col: str = "capti
 
 def folder_source(path: str) -> PairListSource:
     """Images anywhere under `path`, each with a caption in a sidecar file of the same stem
-    (`.txt`), as img2dataset's `files` output writes them. An image without one gets '' (skipped)."""
+    (`.txt`), as img2dataset's `files` output writes them. An image without one is skipped
+    (`no_caption`)."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"data.path: folder not found: {root}")
     pairs = []
     for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
         txt = img.with_suffix(".txt")
-        pairs.append((img, txt.read_text(encoding="utf-8", errors="replace") if txt.is_file() else ""))
+        pairs.append((img, txt.read_text(encoding="utf-8", errors="replace") if txt.is_file() else None))
     return PairListSource(pairs)
 
 
@@ -83,18 +93,15 @@ def expand_shards(pattern: str) -> list[str]:
     return urls
 
 
-def count_shard_samples(urls: list[str]) -> int:
-    """Number of samples (distinct keys) in local tar shards, for the epoch length."""
-    total = 0
-    for u in urls:
-        keys = set()
-        try:
-            with tarfile.open(u) as tar:
-                for m in tar:
-                    if m.isfile():
-                        folder, _, base = m.name.rpartition("/")
-                        keys.add((folder, base.split(".", 1)[0]))  # webdataset's grouping key
-        except (tarfile.TarError, OSError):
-            pass  # a truncated shard counts what could be read
-        total += len(keys)
-    return total
+def shard_sizes(urls: list[str], listed: dict | None = None) -> dict[str, int]:
+    """Samples per local shard: as `sizes.json` or img2dataset's `*_stats.json` state it
+    (`listed_sizes`; pass it in if already read), else from the tar headers (no data is read; a
+    truncated shard counts what could be read). Remote shards are left out."""
+    listed = listed_sizes(urls) if listed is None else listed
+    return {u: listed[u] if u in listed else count_samples(u) for u in urls if local_path(u) is not None}
+
+
+def count_shard_samples(urls: list[str], listed: dict | None = None) -> int:
+    """Number of samples in the local shards, for the epoch length (remote shards count 0: set
+    data.num_samples for them)."""
+    return sum(shard_sizes(urls, listed).values())

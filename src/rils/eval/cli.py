@@ -23,22 +23,38 @@ import sys
 from pathlib import Path
 
 from ..precision import PRECISIONS
-from .datasets import FASHION_MNIST_DIR
+from .datasets import FASHION_MNIST_DIR, NAMES as DATASET_NAMES, resolve_split
 from .report import markdown_table, record_table, write_json
+from .protocol import Protocol
 from .runner import REGISTRY
 
 _DATASET_KEYS = ("task", "num_samples", "fashion_mnist_root", "image_key", "label_key",
                  "caption_key", "csv_separator")
 
 
-def _common_options(p: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a default once: only where it says something and the help does not already name it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def _common_options(p: argparse.ArgumentParser, proto: Protocol) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--checkpoint", "-m", required=True,
                    help="rils checkpoint file, open_clip:MODEL[@PRETRAINED] or local-dir:PATH")
-    g.add_argument("--dataset", "-d", required=True, help="fashion-mnist, demo-shapes or a path")
+    datasets = "demo-shapes or a CSV of image path + caption" if proto.dataset_kind == "retrieval" else \
+        "fashion-mnist, demo-shapes, an ImageFolder tree or a CSV of image path + label"
+    g.add_argument("--dataset", "-d", required=True, help=datasets)
     g.add_argument("--split", default="test", help="evaluation split (default: test; demo-shapes: val)")
-    g.add_argument("--train-split", default="train", help="training split for "
-                   + "/".join(name for name, proto in REGISTRY.items() if proto.needs_train))
+    # Options that do nothing for this protocol are still accepted (a suite's shared defaults, scripts
+    # that pass the same options to every protocol) but left out of its --help.
+    hide = argparse.SUPPRESS
+    g.add_argument("--train-split", default="train", help="split the protocol trains on" if proto.needs_train else hide)
     g.add_argument("--out", "-o", help="write the result as JSON to this file")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--batch-size", type=int, default=64, help="batch size of feature extraction")
@@ -51,19 +67,26 @@ def _common_options(p: argparse.ArgumentParser) -> None:
                    help="feature cache (default: $RILS_CACHE/features, else ~/.cache/rils/features)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    d = p.add_argument_group("dataset options")
-    d.add_argument("--task", default="shape", choices=("shape", "color"), help="demo-shapes label")
-    d.add_argument("--num-samples", type=int, help="demo-shapes: size of the evaluation split")
+
+    classify = proto.dataset_kind == "classification"
+    d = p.add_argument_group("--dataset demo-shapes")
+    d.add_argument("--task", default="shape", choices=("shape", "color"),
+                   help="what the classes are: the dominant shape's kind or its colour (default: shape)"
+                   if classify else hide)
+    d.add_argument("--num-samples", type=int, help="size of the evaluation split (default: 1000)")
     d.add_argument("--num-train-samples", type=int,
-                   help="demo-shapes: size of the train split (default: the corpus's, 20000)")
-    d.add_argument("--demo-image-size", type=int, default=64, help="demo-shapes rendering size")
-    d.add_argument("--demo-seed", type=int, default=0, help="demo-shapes corpus seed")
-    d.add_argument("--fashion-mnist-root", help="folder of the Fashion-MNIST *-ubyte.gz files "
-                   f"(default: $RILS_FASHION_MNIST or {FASHION_MNIST_DIR})")
-    d.add_argument("--csv-image-key", dest="image_key", default="filepath", help="CSV image path column")
-    d.add_argument("--csv-label-key", dest="label_key", default="label", help="CSV label column")
-    d.add_argument("--csv-caption-key", dest="caption_key", default="caption", help="CSV caption column")
-    d.add_argument("--csv-separator", default=",", help="CSV field separator (default ','; .tsv: tab)")
+                   help="size of the train split (default: 20000)" if proto.needs_train else hide)
+    d.add_argument("--demo-image-size", type=int, default=64, help="rendering size in pixels")
+    d.add_argument("--demo-seed", type=int, default=0, help="corpus seed")
+    f = p.add_argument_group("--dataset fashion-mnist") if classify else d
+    f.add_argument("--fashion-mnist-root", help="folder of the *-ubyte.gz files "
+                   f"(default: $RILS_FASHION_MNIST or {FASHION_MNIST_DIR})" if classify else hide)
+    c = p.add_argument_group("--dataset FILE.csv")
+    c.add_argument("--csv-image-key", dest="image_key", default="filepath", help="image path column")
+    c.add_argument("--csv-label-key", dest="label_key", default="label", help="label column" if classify else hide)
+    c.add_argument("--csv-caption-key", dest="caption_key", default="caption",
+                   help=hide if classify else "caption column")
+    c.add_argument("--csv-separator", default=",", help="field separator (default ','; .tsv: tab)")
 
 
 class _DeprecatedAmp(argparse.Action):
@@ -88,9 +111,8 @@ class _ProtocolOptions:
 
 def _add_protocols(sub) -> None:
     for name, proto in REGISTRY.items():
-        p = sub.add_parser(name, help=proto.help, description=proto.help,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        _common_options(p)
+        p = sub.add_parser(name, help=proto.help, description=proto.help, formatter_class=_HelpFormatter)
+        _common_options(p, proto)
         own = _ProtocolOptions(p.add_argument_group(f"{name} options"))
         proto.add_arguments(own)
         p.set_defaults(_protocol_dests=tuple(own.dests))
@@ -101,9 +123,9 @@ def _add_protocols(sub) -> None:
     s.add_argument("--quiet", "-q", action="store_true")
 
 
-def add_eval_parser(subparsers) -> None:
+def add_eval_parser(subparsers, help: str) -> None:
     """Register `eval` (and its protocols) on an argparse subparsers object."""
-    p = subparsers.add_parser("eval", help=f"evaluate a checkpoint ({', '.join(REGISTRY)})",
+    p = subparsers.add_parser("eval", help=help,
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="eval_protocol", metavar="PROTOCOL")
     _add_protocols(sub)
@@ -185,7 +207,8 @@ def _suite(args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in config.items() if k not in ("checkpoint", "evals", "out", "markdown")}
     parser = _RaisingParser(prog="rils eval")
     _add_protocols(parser.add_subparsers(dest="eval_protocol"))  # sub-parsers inherit the class
-    models, records = _Models(), []
+    # Check every entry before running any, so a typo in the last one does not waste the others.
+    parsed = []
     for i, entry in enumerate(config["evals"]):
         if not isinstance(entry, dict) or set(entry) - {"protocol", "dataset", "options"} \
                 or "protocol" not in entry or "dataset" not in entry:
@@ -200,6 +223,12 @@ def _suite(args: argparse.Namespace) -> int:
             ns = parser.parse_args(argv)
         except ValueError as e:
             raise ValueError(f"{config_path}: evals[{i}] ({entry['protocol']}): {e}") from None
+        if ns.dataset not in DATASET_NAMES and not resolve_split(ns.dataset, ns.split).exists():
+            raise ValueError(f"{config_path}: evals[{i}] ({entry['protocol']}): dataset {ns.dataset!r} is neither "
+                             f"a known name ({', '.join(DATASET_NAMES)}) nor an existing path")
+        parsed.append(ns)
+    models, records = _Models(), []
+    for ns in parsed:
         record = _run_one(ns, models)
         print(record_table(record), flush=True)
         records.append(record)
@@ -239,7 +268,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     """`python -m rils.eval.cli ...`, for use before the top-level `rils` command exists."""
     parser = argparse.ArgumentParser(prog="rils")
-    add_eval_parser(parser.add_subparsers(dest="command"))
+    add_eval_parser(parser.add_subparsers(dest="command"), help="evaluate a checkpoint")
     args = parser.parse_args(argv)
     if args.command != "eval":
         parser.print_help()

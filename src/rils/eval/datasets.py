@@ -48,6 +48,7 @@ class EvalDataset(ABC):
     captions: list[list[str]] | None = None
     template_key: str | None = None
     seg_classnames: list[str] | None = None
+    skipped: dict = {}    # files left out, by reason (e.g. {"unreadable_image": 1}); never mutated
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -178,8 +179,28 @@ class DemoShapesDataset(EvalDataset):
 
 # ------------------------------------------------------------------------------------ paths
 
+class UnreadableImage(ValueError):
+    """An image whose header reads but whose data does not decode (a truncated file). Raised in a
+    DataLoader worker it reaches the main process re-made with the worker's traceback in its message;
+    `reason()` is the one line that matters."""
+
+    def reason(self) -> str:
+        last = (str(self).strip().splitlines() or [""])[-1]
+        return last.split(f"{type(self).__name__}: ", 1)[-1]
+
+
+def _readable_image(path: Path) -> bool:
+    """Whether the file opens as an image: its header only, no decode (cheap enough for every file)."""
+    try:
+        with Image.open(path) as im:
+            return min(im.size) > 0
+    except Exception:   # PIL raises many kinds for bytes that are not an image
+        return False
+
+
 class FileDataset(EvalDataset):
-    """Image files on disk with labels or captions."""
+    """Image files on disk with labels or captions. A file that does not open as an image (a text
+    file, an HTML error page, an empty file) is left out and counted in `skipped["unreadable_image"]`."""
 
     def __init__(self, files: list[Path], name: str, split: str, *, labels=None, classnames=None,
                  captions=None):
@@ -188,6 +209,13 @@ class FileDataset(EvalDataset):
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{name}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
+        keep = [i for i, f in enumerate(files) if _readable_image(f)]
+        if not keep:
+            raise ValueError(f"dataset {name} ({split}): none of its {len(files)} files is a readable image")
+        self.skipped = {"unreadable_image": len(files) - len(keep)} if len(keep) < len(files) else {}
+        files = [files[i] for i in keep]
+        labels = None if labels is None else [labels[i] for i in keep]
+        captions = None if captions is None else [captions[i] for i in keep]
         self.files, self.name, self.split = files, name, split
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.classnames, self.captions = classnames, captions
@@ -197,8 +225,12 @@ class FileDataset(EvalDataset):
         return len(self.files)
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.files[i]) as im:
-            return im.convert("RGB")
+        try:
+            with Image.open(self.files[i]) as im:
+                return im.convert("RGB")
+        except Exception as exc:   # its header read at load, its data does not decode
+            raise UnreadableImage(f"image {self.files[i]} of {self.name} cannot be decoded "
+                                  f"({type(exc).__name__}: {' '.join(str(exc).split())}); remove or replace it") from None
 
 
 def _files_id(files: list[Path]) -> str:

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..precision import autocast, resolve_precision
+from .datasets import UnreadableImage
 from .models import fingerprint_model, has_patch_tokens, num_prefix_tokens
 
 CACHE_VERSION = 1
@@ -98,8 +99,11 @@ def image_features(model, dataset, transform, *, kind: str = "embed", batch_size
     bar = tqdm(loader, desc=f"features {dataset.name} ({dataset.split})", unit="batch",
                disable=not progress, leave=False)
     with eval_mode(model), torch.inference_mode(), autocast(device, precision):
-        for images, _ in bar:
-            chunks.append(_encode(model, images.to(device, non_blocking=True), kind).float().cpu())
+        try:
+            for images, _ in bar:
+                chunks.append(_encode(model, images.to(device, non_blocking=True), kind).float().cpu())
+        except UnreadableImage as exc:   # one line, not the loader worker's traceback
+            raise ValueError(exc.reason()) from None
     features = torch.cat(chunks)
 
     if path is not None:

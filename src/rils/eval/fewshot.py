@@ -100,10 +100,10 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
 
 
 def _add_arguments(g) -> None:
-    g.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
-    g.add_argument("--seeds", type=int, default=3)
+    g.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS), help="labelled images per class")
+    g.add_argument("--seeds", type=int, default=3, help="random draws of the few-shot set per shot count")
     g.add_argument("--C", dest="C", type=float, default=1.0, help="inverse L2 strength")
-    g.add_argument("--max-iter", type=int, default=1000)
+    g.add_argument("--max-iter", type=int, default=1000, help="logistic regression iterations")
 
 
 PROTOCOL = Protocol(name="fewshot", help="logistic regression on 1/2/5/10 images per class (paper Table 4)",

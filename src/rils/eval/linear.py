@@ -171,15 +171,15 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
 
 
 def _add_arguments(g) -> None:
-    g.add_argument("--epochs", type=int, default=90)
-    g.add_argument("--probe-batch-size", type=int, default=16384)
+    g.add_argument("--epochs", type=int, default=90, help="probe training epochs (MAE: 90)")
+    g.add_argument("--probe-batch-size", type=int, default=16384, help="probe batch size (MAE: 16384)")
     g.add_argument("--blr", dest="blrs", type=float, nargs="+",
                    help="base lr(s); lr = blr * batch / 256; several: chosen on held-out train data")
-    g.add_argument("--optimizer", default="lars", choices=tuple(DEFAULT_BLR))
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--warmup-epochs", type=float, default=10)
-    g.add_argument("--val-fraction", type=float, default=0.1)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--optimizer", default="lars", choices=tuple(DEFAULT_BLR), help="probe optimiser (MAE: LARS)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="probe weight decay")
+    g.add_argument("--warmup-epochs", type=float, default=10, help="linear warm-up of the probe lr")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="share of the train split held out to pick the lr")
+    g.add_argument("--seed", type=int, default=0, help="seeds the probe init, shuffling and held-out split")
 
 
 PROTOCOL = Protocol(name="linear", help="linear probe on frozen features, MAE recipe (paper Table 1)",

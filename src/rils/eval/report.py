@@ -33,7 +33,8 @@ def text_table(headers: list[str], rows: list[tuple]) -> str:
 
 
 def record_table(record: dict) -> str:
-    title = f"{record['protocol']} on {record['dataset']} ({record['split']}), {record['checkpoint']}"
+    task = f", task {record['task']}" if record.get("task") else ""
+    title = f"{record['protocol']} on {record['dataset']} ({record['split']}{task}), {record['checkpoint']}"
     return title + "\n" + text_table(["metric", "value (%)"], headline(record))
 
 

@@ -70,8 +70,8 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
 
 
 def _add_arguments(g) -> None:
-    g.add_argument("--recall-k", dest="ks", type=int, nargs="+", default=list(DEFAULT_KS))
-    g.add_argument("--text-batch-size", type=int, default=256)
+    g.add_argument("--recall-k", dest="ks", type=int, nargs="+", default=list(DEFAULT_KS), help="the K of each R@K reported")
+    g.add_argument("--text-batch-size", type=int, default=256, help="captions encoded per batch")
 
 
 PROTOCOL = Protocol(name="retrieval", help="image-text retrieval R@1/5/10 both ways (paper Table 7)",

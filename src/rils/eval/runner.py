@@ -31,6 +31,15 @@ PROTOCOLS = tuple(REGISTRY)  # the names
 _CACHE_KEYS = ("use_cache", "cache_dir", "model_id")  # extraction options of the feature cache
 
 
+def _skipped(*datasets) -> dict:
+    """Files left out of the evaluated dataset(s), by reason (e.g. {"unreadable_image": 1}); {} if none."""
+    total: dict = {}
+    for ds in datasets:
+        for reason, n in (getattr(ds, "skipped", None) or {}).items():
+            total[reason] = total.get(reason, 0) + n
+    return total
+
+
 def get_protocol(name: str) -> Protocol:
     if name not in REGISTRY:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(REGISTRY)}")
@@ -74,8 +83,10 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
     if proto.resolve_options is not None:
         options = proto.resolve_options(loaded.model, dict(options))
     result = proto.run(loaded, test, train, device=device, precision=precision, extract=extract, **options)
-    return {"protocol": protocol, "dataset": dataset, "split": test.split,
+    task = {"task": test.task} if getattr(test, "task", None) and proto.dataset_kind == "classification" else {}
+    return {"protocol": protocol, "dataset": dataset, **task, "split": test.split,
             "train_split": train.split if train is not None else None,
             "checkpoint": loaded.spec, "model_id": loaded.model_id, **result,
+            "skipped": _skipped(test, train),
             "settings": dict(options), "device": str(device) if device is not None else None,
             "precision": precision, "seconds": round(time.time() - started, 2)}

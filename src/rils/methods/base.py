@@ -23,7 +23,7 @@ class MethodOptions:
     ssl_scale: float = 1.0         # SLIP: weight of the SimCLR term
     ssl_temperature: float = 0.1   # SimCLR τ
     ssl_mlp_dim: int = 4096        # SLIP's SimCLR head: 3-layer MLP, 4096 hidden, 256 out
-    ssl_emb_dim: int = 256
+    ssl_emb_dim: int = 256         # output width of that head
     num_prototypes: int = 4096     # Table 10 ablation: learnable prototypes in place of z^T
 
 

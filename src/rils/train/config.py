@@ -45,9 +45,9 @@ def _show(value) -> str:
 
 @dataclass
 class ModelConfig:
-    preset: str = "vit_b16"
-    drop_path: float = 0.0
-    grad_checkpointing: bool = False
+    preset: str = "vit_b16"       # architecture: `rils presets` lists them
+    drop_path: float = 0.0        # stochastic depth in the vision trunk
+    grad_checkpointing: bool = False  # activation checkpointing (large presets)
 
 
 @dataclass
@@ -56,45 +56,49 @@ class DataConfig:
     path: str = ""                # shard brace pattern, CSV file, or folder
     num_samples: int = 0          # epoch size; 0 = count it (shards) or use all (others)
     resampled: bool = False       # shards drawn with replacement (multi-node runs)
-    shuffle_buffer: int = 1000
-    workers: int = 2
-    min_crop_scale: float = 0.5
-    csv_image_key: str = "filepath"
-    csv_caption_key: str = "caption"
-    csv_separator: str = ","
+    shuffle_buffer: int = 1000    # sample shuffle buffer per worker (shards)
+    workers: int = 2              # data loader processes per rank
+    min_crop_scale: float = 0.5   # random resized crop scale range (min, 1)
+    demo_one_color: bool = False  # demo source: every shape of an image in the dominant one's colour
+    demo_colorless_captions: float = 0.0  # demo source: share of captions that name shapes without colours
+    demo_max_shapes: int = 3      # demo source: at most this many shapes per image (1-3)
+    csv_image_key: str = "filepath"  # CSV column of image paths
+    csv_caption_key: str = "caption"  # CSV column of captions
+    csv_separator: str = ","      # CSV field separator
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 128         # per rank
-    epochs: int = 25
+    batch_size: int = 128         # images per rank and micro-batch
+    epochs: int = 25              # passes over the data (num_samples)
     max_steps: int = 0            # stop after this many steps (0 = run all epochs)
     lr: float = 5e-4              # at `lr_base_batch`, linearly scaled to the global batch
-    lr_base_batch: int = 4096
-    min_lr: float = 0.0
-    warmup_epochs: float = 1.0
+    lr_base_batch: int = 4096     # the global batch at which `lr` is given
+    min_lr: float = 0.0           # end of the cosine
+    warmup_epochs: float = 1.0    # linear warm-up
     warmup_steps: int = 0         # if > 0, overrides warmup_epochs
-    weight_decay: float = 0.5
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
+    weight_decay: float = 0.5     # AdamW; none on 1-D parameters and each method's no_weight_decay()
+    beta1: float = 0.9            # AdamW
+    beta2: float = 0.98           # AdamW
+    eps: float = 1e-6             # AdamW
     grad_clip: float = 1.0        # max global grad norm; 0 = off
-    accum_steps: int = 1
+    accum_steps: int = 1          # gradient accumulation: micro-batches per optimiser step
     precision: str = "auto"       # auto | bf16 | fp32 (auto: bf16 where the hardware has it natively)
-    compile: bool = False
-    checkpoint_every: int = 1000  # steps
+    compile: bool = False         # torch.compile the training step
+    checkpoint_every: int = 1000  # steps between periodic checkpoints
     max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
     keep_checkpoints: int = 3     # periodic ones kept besides latest.pt
-    log_every: int = 10
+    log_every: int = 10           # steps between metrics.jsonl lines
     device: str = "auto"          # auto | cpu | cuda
 
 
 @dataclass
 class Config:
-    method: str = "rils"
-    output_dir: str = "runs/default"
-    seed: int = 0
+    method: str = "rils"          # rils, rils_prototypes, clip, mae, mae_clip, slip, simclr
+    output_dir: str = "runs/default"  # run folder
+    seed: int = 0                 # model init, data order, augmentations and masks
     resume: str = ""              # "" | latest | path to a checkpoint
+    overwrite: bool = False       # move an earlier run in output_dir aside (output_dir.old-<time>) and start over
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -274,6 +278,8 @@ def validate(cfg: Config) -> None:
         ("data.source", cfg.data.source in ("demo", "shards", "csv", "folder"), "must be demo, shards, csv or folder"),
         ("data.workers", cfg.data.workers >= 0, "must be >= 0"),
         ("data.num_samples", cfg.data.num_samples >= 0, "must be >= 0"),
+        ("data.demo_colorless_captions", 0.0 <= cfg.data.demo_colorless_captions <= 1.0, "must be in [0, 1]"),
+        ("data.demo_max_shapes", cfg.data.demo_max_shapes in (1, 2, 3), "must be 1, 2 or 3"),
         ("loss.tau_target", cfg.loss.tau_target > 0, "must be > 0"),
         ("loss.tau_pred", cfg.loss.tau_pred > 0, "must be > 0"),
         ("loss.num_prototypes", cfg.loss.num_prototypes >= 1, "must be >= 1"),
@@ -302,3 +308,46 @@ def dump_config(cfg: Config, path: Path, header: str = "") -> None:
     """The resolved configuration as YAML (loadable with `-c`); `header` becomes a comment line."""
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     path.write_text(comment + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _field_help(cls) -> dict[str, str]:
+    """The trailing `# comment` of each field in the dataclass's source: the one place a key's
+    meaning is written, shown by `rils pretrain --help`."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+):\s*[^=]+=.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def config_reference() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) for every config key, in declaration order."""
+    rows = []
+
+    def walk(obj, prefix):
+        helps = _field_help(type(obj))
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                rows.append((prefix + f.name, getattr(hints[f.name], "__name__", str(hints[f.name])),
+                             repr(value) if isinstance(value, str) else str(value), helps.get(f.name, "")))
+    walk(Config(), "")
+    return rows
+
+
+def pretrain_epilog() -> str:
+    """`rils pretrain --help`: the recipes and every config key, from the dataclasses."""
+    rows = config_reference()
+    width = max(len(k) for k, *_ in rows)
+    lines = ["recipes: " + ", ".join(list_recipes()), "",
+             "config keys (key=value on the command line; YAML values):"]
+    for key, typ, default, meaning in rows:
+        lines.append(f"  {key:{width}s}  {typ:5s} {default:10s} {meaning}")
+    return "\n".join(lines)

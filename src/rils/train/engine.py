@@ -21,10 +21,12 @@ from ..factory import create_model
 from ..methods import create_method
 from ..precision import EmulatedBf16Warning, resolve_device, resolve_precision
 from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
+from ..data.loader import DataFault, note_position
 from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
-from .metrics import MetricsLog
+from .metrics import MetricsLog, _json_record
 from .optim import adamw, param_groups, warmup_cosine
+from .progress import Progress, estimate_step_flops
 from .step import log_record, train_step
 
 
@@ -36,6 +38,69 @@ class RunAborted(SystemExit):
     def __init__(self, message: str):
         self.message = " ".join(str(message).split())
         super().__init__(f"rils: error: {self.message}")
+
+
+class RunTerminated(SystemExit):
+    """SIGTERM (a scheduler's preemption, `kill`, torchrun passing its own on), raised once the
+    checkpoint is saved. Exit status 143 = 128 + SIGTERM, what a shell reports for a process that
+    SIGTERM ended, so job scripts read it as before; it is a SystemExit for the reason RunAborted is."""
+
+    def __init__(self):
+        super().__init__(128 + signal.SIGTERM)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # both save a checkpoint at the next step boundary
+
+
+def existing_run_step(out: Path) -> int | None:
+    """The step an earlier run in `out` reached, or None if `out` holds no run. A run is a checkpoint
+    or a non-empty metrics.jsonl; an empty folder, or one with only config.yaml (a run stopped before
+    its first step), is free to use."""
+    ckpt_dir, metrics = out / "checkpoints", out / "metrics.jsonl"
+    try:
+        steps = [int(p.name[5:13]) for p in ckpt_dir.glob("step_*.pt") if p.name[5:13].isdigit()]
+        latest = (ckpt_dir / "latest.pt").is_file()
+        logged = metrics.is_file() and metrics.stat().st_size > 0
+        if logged:
+            steps += [rec["step"] for ln in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+                      if (rec := _json_record(ln)) is not None]
+    except OSError:
+        return None     # unreadable: the mkdir / config.yaml write that follows will say why
+    if latest:
+        try:   # mmap: the step without reading the tensors
+            steps.append(int(torch.load(ckpt_dir / "latest.pt", mmap=True, weights_only=True)["step"]))
+        except Exception:
+            pass
+    if not (steps or latest or logged):
+        return None
+    return int(max(steps, default=0))
+
+
+def claim_output_dir(cfg: Config, out: Path, is_main: bool, log) -> None:
+    """Never start over an earlier run by accident: without `resume` it would truncate metrics.jsonl
+    and overwrite latest.pt. `overwrite=true` moves the old run aside (rank 0); it never deletes.
+    Every rank checks (read-only), so they all stop with the same ConfigError."""
+    if cfg.overwrite and cfg.resume:
+        raise ConfigError(f"overwrite=true starts over and resume={cfg.resume} continues; set only one")
+    if cfg.resume:
+        return
+    step = existing_run_step(out)
+    if step is None:
+        return
+    if not cfg.overwrite:
+        raise ConfigError(f"{out} already holds a run at step {step}: pass resume=latest to continue "
+                          f"or overwrite=true to start over")
+    if is_main:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = out.with_name(f"{out.name}.old-{stamp}")
+        n = 1
+        while aside.exists() or aside.is_symlink():
+            aside, n = out.with_name(f"{out.name}.old-{stamp}-{n}"), n + 1
+        try:
+            out.rename(aside)
+        except OSError as exc:
+            raise ConfigError(f"overwrite: cannot move {out} aside to {aside}: {exc.strerror or exc}") from None
+        log(f"overwrite=true: moved the earlier run (step {step}) from {out} to {aside}")
 
 
 def setup_distributed(cfg: Config):
@@ -120,13 +185,46 @@ def find_resume(cfg: Config, ckpt_dir: Path, log) -> tuple[dict, Path] | None:
     return None
 
 
+def _stream_layout(cfg: Config, world: int) -> dict:
+    """What a recorded shard-stream position means something for: the same shards, order and split."""
+    return {"world": world, "workers": cfg.data.workers, "shuffle_buffer": cfg.data.shuffle_buffer,
+            "resampled": cfg.data.resampled, "path": cfg.data.path, "seed": cfg.seed,
+            "batch_size": cfg.train.batch_size}
+
+
+def resumed_position(ckpt, cfg: Config, kind: str, rank: int, world: int, start_step: int, steps_per_epoch: int,
+                     log) -> dict | None:
+    """This rank's shard-stream position in the checkpoint, when a run resumes mid-epoch with the same
+    data layout: the loader then starts each worker there without reading the used samples. None
+    otherwise (an older checkpoint, another world size or worker count): the used batches are read again."""
+    if ckpt is None or kind != "shards" or start_step % steps_per_epoch == 0:
+        return None
+    recorded = ckpt.get("data_position") or {}
+    layout = _stream_layout(cfg, world)
+    if recorded.get("step") != start_step or any(recorded.get(k) != v for k, v in layout.items()):
+        log("resume: the checkpoint holds no data position for this data layout; reading the batches "
+            "this epoch has used again")
+        return None
+    return recorded["ranks"][rank]
+
+
+def _gather(obj) -> list:
+    """`obj` of every rank, in rank order (a collective under DDP)."""
+    if D.world_size() == 1:
+        return [obj]
+    gathered = [None] * D.world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def train(cfg: Config) -> Path:
     """Pre-train as `cfg` says; returns the path of the final checkpoint (latest.pt).
 
-    Raises ConfigError (the CLI: exit 2) for a run folder that cannot be made, data that cannot be
-    opened or is too small for a step, or a bad `resume=PATH`; RunAborted (exit 1, one line) when
-    `train.max_bad_steps` steps in a row have a non-finite loss or gradient, when a checkpoint cannot
-    be written, or when the data stream runs dry; KeyboardInterrupt after saving on Ctrl-C."""
+    Raises ConfigError (the CLI: exit 2) for a run folder that cannot be made or already holds a run
+    (without `resume` or `overwrite`), data that cannot be opened or is too small for a step, or a bad
+    `resume=PATH`; RunAborted (exit 1, one line) when `train.max_bad_steps` steps in a row have a
+    non-finite loss or gradient, when a checkpoint cannot be written, or when the data stream runs
+    dry; KeyboardInterrupt after saving on Ctrl-C, RunTerminated (exit 143) after saving on SIGTERM."""
     device = setup_distributed(cfg)
     rank, world = D.rank(), D.world_size()
     is_main = rank == 0
@@ -136,6 +234,7 @@ def train(cfg: Config) -> Path:
         precision, why = resolve_precision(cfg.train.precision, device)
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
+    claim_output_dir(cfg, out, is_main, log)
     if is_main:
         try:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +276,7 @@ def train(cfg: Config) -> Path:
 
     log(f"{cfg.method} on {cfg.model.preset}, {device}, precision {precision} ({why}): {total_steps} steps, "
         f"{steps_per_epoch}/epoch, global batch {global_batch} ({world} rank(s) x {B} x {A} accumulation), lr {lr:.3g}")
-    if "emulated" in why:
+    if precision == "bf16" and "emulated" in why:
         log("warning: bf16 is emulated on this CPU: expect ~50x slower matmuls; use train.precision=auto")
     # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
     start_step, skipped_total, epoch_skipped, skipped_steps = 0, Counter(), Counter(), 0
@@ -199,7 +298,10 @@ def train(cfg: Config) -> Path:
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
     forward = torch.compile(net) if cfg.train.compile else net
 
-    state = {"window": Counter()}   # unreadable samples met since the counters were last folded
+    state = {"window": Counter(),   # unreadable samples met since the counters were last folded
+             "shown": Counter(skipped_total),   # the skip counts the console last printed
+             "position": {},   # shards: where this rank's stream stands in the current epoch
+             "resume_position": resumed_position(ckpt, cfg, data.kind, rank, world, start_step, steps_per_epoch, log)}
 
     def fold_skips() -> None:
         """Sum this window's skipped samples over ranks into the run and epoch counters (collective)."""
@@ -212,6 +314,7 @@ def train(cfg: Config) -> Path:
         """Every rank calls it at the same step; rank 0 writes. A failed write stops every rank."""
         nonlocal last_saved
         fold_skips()
+        positions = _gather(state["position"]) if data.kind == "shards" else None   # collective
         error = None
         if is_main:
             payload = {"format": FORMAT, "preset": model.preset.to_dict(), "method": cfg.method,
@@ -221,6 +324,8 @@ def train(cfg: Config) -> Path:
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "skipped": dict(skipped_total), "epoch_skipped": dict(epoch_skipped),
                        "skipped_steps": skipped_steps, "rng": rng_state()}
+            if positions is not None:
+                payload["data_position"] = {**_stream_layout(cfg, world), "step": step, "ranks": positions}
             try:
                 path = save_checkpoint(payload, ckpt_dir, step, periodic, cfg.train.keep_checkpoints)
                 last_saved = (path, step)
@@ -232,9 +337,11 @@ def train(cfg: Config) -> Path:
             raise RunAborted(f"{error}; {kept}; free space or fix the folder, then rerun with resume=latest"
                              if error else "rank 0 could not write a checkpoint; stopping")
 
-    stop = {"flag": False}
-    previous_sigint = signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("flag", True))
+    received = set()   # SIGINT / SIGTERM seen by this rank; acted on at the next step boundary
+    previous_handlers = {s: signal.signal(s, lambda signum, _: received.add(signum)) for s in STOP_SIGNALS}
 
+    progress = Progress(log, start_step=start_step, total_steps=total_steps, device=device, precision=precision,
+                        flops_per_step=estimate_step_flops(method, B * A))
     bar = tqdm(total=total_steps, initial=start_step, disable=not is_main, dynamic_ncols=True, desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line every 10 s
     step, batches, epoch = start_step, None, -1
@@ -244,8 +351,11 @@ def train(cfg: Config) -> Path:
         while step < total_steps:
             if step // steps_per_epoch != epoch or batches is None:
                 epoch = step // steps_per_epoch
+                resumed = state.pop("resume_position", None)
+                state["position"] = dict(resumed, roles=dict(resumed.get("roles", {}))) if resumed else {}
                 batches = epoch_batches(data, cfg, epoch=epoch, rank=rank, world=world,
-                                        start=(step % steps_per_epoch) * A, pin_memory=device.type == "cuda")
+                                        start=(step % steps_per_epoch) * A, pin_memory=device.type == "cuda",
+                                        position=resumed, track=state["position"])
             micro_batches = []
             for _ in range(A):
                 try:
@@ -253,12 +363,16 @@ def train(cfg: Config) -> Path:
                 except StopIteration:
                     raise RunAborted(f"data: the stream of {cfg.data.path or cfg.data.source} ran dry in epoch "
                                      f"{epoch} (no readable sample left for rank {rank})") from None
+                except DataFault as exc:   # raised in a loader worker: one line, not its traceback
+                    raise RunAborted(exc.reason()) from None
                 state["window"].update(batch.pop("skipped"))
+                note_position(state["position"], batch)
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             result = train_step(net, method, optimizer, micro_batches, device=device, precision=precision,
                                 grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
-                                extra_flags=[stop["flag"]])
-            (stop_now,), grad_norm = result.flags, result.grad_norm
+                                extra_flags=[s in received for s in STOP_SIGNALS])
+            (interrupted, terminated), grad_norm = result.flags, result.grad_norm
+            stop_now = interrupted or terminated
             images += result.images
             if result.skipped:
                 skipped_steps += 1
@@ -271,6 +385,7 @@ def train(cfg: Config) -> Path:
                 n_sums += A
             step += 1
             bar.update(1)
+            progress.step(step)
 
             epoch_end = step % steps_per_epoch == 0
             if step % cfg.train.log_every == 0 or step == total_steps or epoch_end:
@@ -285,6 +400,9 @@ def train(cfg: Config) -> Path:
                                     images_per_sec=images / (now - t_last), skipped_total=skipped_total,
                                     skipped_steps=skipped_steps, epoch_skipped=epoch_skipped)
                 metrics.write(record, log)
+                if skipped_total != state["shown"]:   # the console hears of skips too, when they change
+                    log(f"step {step}: {_skip_summary(skipped_total)}")
+                    state["shown"] = Counter(skipped_total)
                 bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}", img_s=f"{record['images_per_sec']:.0f}")
                 sums, n_sums, images, t_last = Counter(), 0, 0, now
                 if epoch_end:
@@ -297,17 +415,25 @@ def train(cfg: Config) -> Path:
                                  f"stopped without saving; {kept}")
             if step % cfg.train.checkpoint_every == 0 and step < total_steps and bad_streak == 0:
                 save(step, periodic=True)   # not in a streak of bad steps: it may be the start of a divergence
-            if stop_now:
+            if stop_now:   # every rank: the flags were OR-ed over the ranks
                 save(step, periodic=False)
-                log(f"interrupted: checkpoint saved at step {step}; continue with resume=latest")
-                raise KeyboardInterrupt
+                log(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: checkpoint saved at step "
+                    f"{step}; continue with resume=latest")
+                raise RunTerminated() if terminated else KeyboardInterrupt
         save(step, periodic=False)
         log(f"done: {step} steps; checkpoint {ckpt_dir / 'latest.pt'}")
     finally:
         bar.close()
         metrics.close()
-        signal.signal(signal.SIGINT, previous_sigint)
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
     return ckpt_dir / "latest.pt"
+
+
+def _skip_summary(skipped: Counter) -> str:
+    """'skipped 12 unreadable samples so far: bad_image 10, empty_caption 2' (the metrics.jsonl keys)."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"skipped {sum(skipped.values())} unreadable samples so far: {reasons}"
 
 
 def _all_reduce_counter(counter: Counter) -> Counter:

@@ -196,10 +196,10 @@ def prepare(name: str, out, **options) -> dict:
 
 # ---------------------------------------------------------------- command line
 
-def add_data_parser(subparsers) -> None:
+def add_data_parser(subparsers, help: str) -> None:
     import argparse
 
-    data = subparsers.add_parser("data", help="dataset tools: prepare shards from installed datasets")
+    data = subparsers.add_parser("data", help=help)
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("prepare", help="installed dataset -> webdataset shards + manifest.json",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The study behind the demo recipe (README, "make demo"): each line trains and scores one variant
+# with `rils demo` and keeps its results.json as docs/results/demo_study/NAME.json. Variants whose
+# JSON exists are skipped, so an interrupted study continues where it stopped.
+#   benchmarks/demo_study.sh [NAME ...]     (default: every variant below)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+RES=docs/results/demo_study
+mkdir -p "$RES"
+declare -A VARIANTS=(
+  [p64_single_colorless50_s300]="model.preset=vit_ti8_64 data.demo_max_shapes=1 data.demo_colorless_captions=0.5 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [p32_colorless50_b64_s300]="model.preset=vit_ti8_32 data.demo_colorless_captions=0.5 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [p32_mixed_b64_s300]="model.preset=vit_ti8_32 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [p32_onecolor_b64_s300]="model.preset=vit_ti8_32 data.demo_one_color=true train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [mixed_b64_s150]="train.max_steps=150 train.lr=2e-3 train.warmup_steps=15"
+  [onecolor_b64_s150]="data.demo_one_color=true train.max_steps=150 train.lr=2e-3 train.warmup_steps=15"
+)
+names=("$@"); [ ${#names[@]} -gt 0 ] || names=($(printf '%s\n' "${!VARIANTS[@]}" | sort))
+for name in "${names[@]}"; do
+  [ -f "$RES/$name.json" ] && { echo "skip $name (done)"; continue; }
+  out=runs/demo_study/$name
+  rm -rf "$out"
+  start=$(date +%s)
+  $PY -m rils demo --out "$out" train.precision=fp32 ${VARIANTS[$name]} > "$out.log" 2>&1 || { echo "$name failed: see $out.log"; continue; }
+  $PY - "$out/results.json" "$RES/$name.json" "$(( $(date +%s) - start ))" "${VARIANTS[$name]}" <<'PY'
+import json, platform, sys
+r = json.load(open(sys.argv[1]))
+r["wall_seconds"] = int(sys.argv[3]); r["overrides"] = sys.argv[4]; r["cpu"] = platform.processor() or "see lscpu"
+json.dump(r, open(sys.argv[2], "w"), indent=2)
+PY
+  echo "$name: $(python3 -c "import json;r=json.load(open('$RES/$name.json'));print({k:round(v['top1'],3) for k,v in r['zeroshot'].items()}, 'i2t R@1', round(r['retrieval_i2t_r1'],3), r['wall_seconds'],'s')")"
+done

@@ -1,0 +1,63 @@
+"""The `rils` command as a new user meets it: a quick --help and presets (torch not imported), a
+pretrain --help that lists the recipes and every config key, recipe names that win over folders."""
+import subprocess
+import sys
+
+import pytest
+
+from rils.cli import main
+
+
+def _imports_torch(*args) -> bool:
+    code = ("import sys; from rils.cli import main\n"
+            "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)") % (list(args),)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["presets"]])
+def test_help_and_presets_do_not_import_torch(args):
+    assert not _imports_torch(*args)
+
+
+def test_presets_show_the_real_geometry(capsys):
+    assert main(["presets"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("vit_ti8_64"))
+    assert "64px" in line and " 8 " in line and "with this geometry" in line
+
+
+def test_pretrain_help_lists_recipes_and_config_keys(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "recipes: " in out and "paper_b16" in out and "demo" in out
+    for key in ("train.precision", "loss.tau_target", "data.demo_colorless_captions"):
+        assert key in out
+    assert "auto | bf16 | fp32" in out
+
+
+def test_a_recipe_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from rils.train.config import load_config
+
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo").data.source == "demo"
+
+
+def test_bench_with_an_unknown_preset_is_one_line(capsys):
+    assert main(["bench", "--preset", "vit_foo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown preset 'vit_foo'" in err[0]
+
+
+def test_a_suite_with_a_bad_entry_fails_before_running_any(tmp_path, capsys):
+    import yaml
+
+    suite = {"checkpoint": "nope.pt", "evals": [
+        {"protocol": "zeroshot", "dataset": "demo-shapes"},
+        {"protocol": "zeroshot", "dataset": "no-such-dataset"}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    assert main(["eval", "suite", "-c", str(tmp_path / "s.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "evals[1]" in err and "no-such-dataset" in err and "nope.pt" not in err
