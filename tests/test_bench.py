@@ -1,11 +1,12 @@
 """`rils bench` measures what it says (no timing assertions: timings belong in benchmarks)."""
 import pytest
 
-from rils.bench import bench_data, run_bench
+from rils.bench import bench_data, ratio_interval, run_bench, verdict
 
 
 def test_bench_reports_flops_memory_and_ratios():
-    r = run_bench("vit_nano8_32", methods=("clip", "rils"), batch=4, steps=1, warmup=0, repeats=1, device="cpu")
+    r = run_bench("vit_nano8_32", methods=("clip", "rils"), batch=4, steps=1, warmup=0, repeats=2, device="cpu",
+                  target_half_width=None)
     assert set(r["results"]) == {"rils:clip", "rils:rils", "open_clip:clip"}
     for row in r["results"].values():
         assert row["images_per_sec"] > 0 and row["gflops_per_step"] > 0 and row["peak_mem_mb"] >= 0
@@ -18,3 +19,19 @@ def test_bench_reports_flops_memory_and_ratios():
 def test_data_worker_rate():
     r = bench_data("vit_nano8_32", n=16)
     assert r["demo_render_transform_per_sec"] > 0 and r["jpeg_decode_transform_per_sec"] > 0
+
+
+def test_ratio_intervals_pair_the_interleaved_repetitions():
+    # b takes 1.0 s; a takes 1.2 s, then 1.5 s when the machine gets busy: both slow down together
+    a = [[1.2, 1.2], [1.2, 1.2], [1.5, 1.5], [1.5, 1.5]]
+    b = [[1.0, 1.0], [1.0, 1.0], [1.25, 1.25], [1.25, 1.25]]
+    ci = ratio_interval(a, b)
+    assert ci["median"] == pytest.approx(1.2) and ci["lo"] == pytest.approx(1.2) and ci["hi"] == pytest.approx(1.2)
+    noisy = ratio_interval([[1.1], [1.3], [1.2], [1.4], [1.0]], [[1.0]] * 5)
+    assert noisy["lo"] < 1.2 < noisy["hi"] and noisy["half_width"] > 0.03
+
+
+def test_a_goal_inside_the_interval_is_undecided():
+    assert verdict({"lo": 1.30, "hi": 1.40}, goal=1.42) == "met"
+    assert verdict({"lo": 1.38, "hi": 1.46}, goal=1.42) == "undecided"
+    assert verdict({"lo": 1.45, "hi": 1.50}, goal=1.42) == "missed"

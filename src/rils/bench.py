@@ -131,10 +131,40 @@ def _count_flops(step, batch) -> float:
     return 3.0 * float(counter.get_total_flops())
 
 
+# The step-time ratios a bench reports: (name, numerator, denominator).
+RATIOS = (("rils_over_clip_step_time", "rils:rils", "rils:clip"),
+          ("our_clip_over_open_clip_step_time", "rils:clip", "open_clip:clip"))
+
+
+def ratio_interval(times_a: list[list[float]], times_b: list[list[float]], *, resamples: int = 2000,
+                   seed: int = 0) -> dict:
+    """Median and bootstrap 95 % interval of the step-time ratio a/b. Each repetition r timed a and b
+    back to back (interleaved), so its ratio of medians is one paired observation; the interval
+    resamples repetitions, which carries the machine's drift between repetitions into the spread."""
+    per_rep = [statistics.median(a) / statistics.median(b) for a, b in zip(times_a, times_b)]
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.tensor(per_rep, dtype=torch.float64)
+    idx = torch.randint(len(per_rep), (resamples, len(per_rep)), generator=g)
+    boot = obs[idx].median(dim=1).values
+    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"median": statistics.median(per_rep), "lo": lo, "hi": hi, "half_width": (hi - lo) / 2,
+            "repetitions": len(per_rep), "per_repetition": per_rep}
+
+
+def verdict(interval: dict, goal: float) -> str:
+    """"met" when the whole interval is at or under the goal, "missed" when all of it is above, else
+    "undecided": a ratio whose interval straddles a goal is not reported as met."""
+    return "met" if interval["hi"] <= goal else "missed" if interval["lo"] > goal else "undecided"
+
+
 def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: str = "auto", batch: int = 64,
               steps: int = 10, warmup: int = 3, repeats: int = 3, open_clip: bool = True, device: str = "auto",
               compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
-              progress=None) -> dict:
+              progress=None, target_half_width: float | None = 0.03, max_seconds: float = 600.0,
+              max_repeats: int = 30) -> dict:
+    """Time each method's training step, interleaved repetition by repetition. `repeats` is the least
+    number of repetitions; with `target_half_width`, repetitions go on until every step-time ratio's
+    bootstrap 95 % interval has at most that half-width, or `max_seconds` / `max_repeats` is reached."""
     dev = resolve_device(device)
     requested = precision
     precision, why = resolve_precision(precision, dev)
@@ -169,14 +199,34 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
         for _ in range(warmup):
             step(batches[name])
     _sync(dev)
-    for r in range(repeats):          # interleave: every method sees the same machine state
-        say(f"repetition {r + 1}/{repeats}: {steps} steps of each of {', '.join(steppers)}")
+    per_rep = {name: [] for name in steppers}     # step times of each repetition, per method
+    pairs = [(k, a, b) for k, a, b in RATIOS if a in steppers and b in steppers]
+    started, r, intervals, stop_reason = time.perf_counter(), 0, {}, "repeats"
+    while True:                       # interleave: every method sees the same machine state
+        r += 1
+        say(f"repetition {r}: {steps} steps of each of {', '.join(steppers)}")
         for name, step in steppers.items():
+            times = []
             for _ in range(steps):
                 t = time.perf_counter()
                 step(batches[name])
                 _sync(dev)
-                results[name].step_times.append(time.perf_counter() - t)
+                times.append(time.perf_counter() - t)
+            per_rep[name].append(times)
+            results[name].step_times.extend(times)
+        if r >= 2:
+            intervals = {k: ratio_interval(per_rep[a], per_rep[b]) for k, a, b in pairs}
+            say("  " + ", ".join(f"{k}: {v['median']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in intervals.items()))
+        if r < repeats:
+            continue
+        if target_half_width is None or not pairs:
+            break
+        if intervals and all(v["half_width"] <= target_half_width for v in intervals.values()):
+            stop_reason = f"every interval's half-width <= {target_half_width}"
+            break
+        if time.perf_counter() - started > max_seconds or r >= max_repeats:
+            stop_reason = f"time or repetition cap ({max_seconds:.0f} s, {max_repeats}) before the target half-width"
+            break
 
     summaries = {n: r.summary(batch) for n, r in results.items()}
     peak = peak_tflops(dev)
@@ -197,7 +247,8 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip,
-            "batch": batch, "steps": steps, "repeats": repeats,
+            "batch": batch, "steps": steps, "repeats": r, "stopped_because": stop_reason,
+            "intervals": intervals,
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
             "results": summaries, "ratios": ratios}
 
@@ -273,8 +324,13 @@ def format_table(report: dict) -> str:
     if report.get("peak_tflops"):
         lines.append("model FLOPs utilisation: " + ", ".join(
             f"{r['name']} {r['mfu']:.1%}" for r in report["results"].values()))
+    intervals = report.get("intervals", {})
     for k, v in report["ratios"].items():
-        lines.append(f"{k}: {v:.3f}")
+        ci = intervals.get(k)
+        lines.append(f"{k}: {v:.3f}" + (f"  (per-repetition median {ci['median']:.3f}, 95% interval "
+                                         f"[{ci['lo']:.3f}, {ci['hi']:.3f}], {ci['repetitions']} repetitions)" if ci else ""))
+    if report.get("stopped_because"):
+        lines.append(f"stopped after {report['repeats']} repetitions: {report['stopped_because']}")
     return "\n".join(lines)
 
 

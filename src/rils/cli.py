@@ -75,7 +75,7 @@ def _bench(args) -> int:
     report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
                        args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile,
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
-                       **extra)
+                       target_half_width=args.target_half_width or None, max_seconds=args.max_seconds, **extra)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,10 @@ def _add_bench(sub, help):
     p.add_argument("--grad-clip", type=float, default=None, help="as train.grad_clip (default: its default)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (at least)")
+    p.add_argument("--target-half-width", type=float, default=0.03,
+                   help="repeat until each step-time ratio's bootstrap 95%% interval is this narrow (0: no)")
+    p.add_argument("--max-seconds", type=float, default=600, help="time cap of the repetitions")
     p.add_argument("--no-open-clip", action="store_true", help="skip the open_clip reference")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
