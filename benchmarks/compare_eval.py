@@ -39,8 +39,9 @@ def main():
         ret = evaluate_retrieval(m, tok, tf, load_dataset(args.retrieval_csv, "val", kind="retrieval"),
                                  precision="bf16", **extract)
         out["retrieval"] = ret["metrics"]
-    lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="bf16", progress=False, epochs=30,
-                          blrs=[0.1, 1.0, 10.0], **{k: v for k, v in extract.items() if k != "progress"})
+    # The probe's defaults (issue 13): SGD at batch 1024, >= 90 epochs and 1,000 steps, lr swept on held-out train.
+    lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="bf16", progress=False,
+                          **{k: v for k, v in extract.items() if k != "progress"})
     out["linear"] = lin
     few = evaluate_fewshot(m, tf, train, test, precision="bf16", seeds=3, **extract)
     out["fewshot"] = few

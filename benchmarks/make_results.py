@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RES = DOCS / "results"
 ORDER = ["mae", "clip", "slip", "mae_clip", "rils_prototypes", "rils"]
-NAMES = {"mae": "MAE", "clip": "CLIP", "slip": "SLIP", "mae_clip": "MAE+CLIP", "rils": "RILS",
+NAMES = {"mae": "MAE (RILS recipe)", "clip": "CLIP", "slip": "SLIP", "mae_clip": "MAE+CLIP", "rils": "RILS",
          "rils_prototypes": "RILS, learnable prototypes (Table 10)"}
 # The paper's ViT-B/16, 25 epochs on LAION-20M (Tables 1, 4, 6, 7) and L-10M (Table 10): for context only.
 PAPER = {

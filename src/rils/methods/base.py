@@ -25,6 +25,64 @@ class MethodOptions:
     ssl_mlp_dim: int = 4096        # SLIP's SimCLR head: 3-layer MLP, 4096 hidden, 256 out
     ssl_emb_dim: int = 256         # output width of that head
     num_prototypes: int = 4096     # Table 10 ablation: learnable prototypes in place of z^T
+    detach_prototypes: bool = True  # RILS: z^T in Eq. 8 under stop-gradient, as the official code's plain all_gather; false lets L_recon train the text tower
+
+
+class Pool:
+    """The features of every micro-batch of an accumulated step on this rank (gradient accumulation
+    with the whole accumulated batch as negatives, `train.accum_negatives`).
+
+    `cached[key]` holds one detached tensor per micro-batch, computed without gradients before the
+    step; while micro-batch `index` is recomputed with gradients, `cat(key, fresh)` is the rank's
+    whole accumulated batch with that micro-batch's rows replaced by the fresh ones, and `own(x)`
+    picks that micro-batch's rows out of such a pooled tensor. Pooled tensors enter the losses
+    exactly where one micro-batch's would, so the all-gather across ranks happens on them."""
+
+    def __init__(self, cached: dict[str, list[torch.Tensor]], index: int):
+        self.cached, self.index = cached, index
+        self.sizes = [t.shape[0] for t in next(iter(cached.values()))]
+        self.n = len(self.sizes)
+
+    def cat(self, key: str, fresh: torch.Tensor) -> torch.Tensor:
+        parts = self.cached[key]
+        return torch.cat([*parts[:self.index], fresh, *parts[self.index + 1:]])
+
+    def own(self, pooled: torch.Tensor) -> torch.Tensor:
+        start = sum(self.sizes[:self.index])
+        return pooled[start:start + self.sizes[self.index]]
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by `s`."""
+
+    @staticmethod
+    def forward(ctx, x, s):
+        ctx.s = s
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.s, None
+
+
+def scale_grad(x: torch.Tensor, s: float) -> torch.Tensor:
+    return x if s == 1 else _ScaleGrad.apply(x, s)
+
+
+def pooled_term(x: torch.Tensor, pool: Pool | None) -> torch.Tensor:
+    """A loss term computed on the whole accumulated batch: same value, gradient x n. train_step
+    divides every micro-batch's loss by n, and only the fresh rows carry a gradient, so the n
+    backward passes add up to the gradient of the term on one big batch."""
+    return x if pool is None else scale_grad(x, pool.n)
+
+
+def pooled_share(x: torch.Tensor, own_count, pooled_count, pool: Pool | None) -> torch.Tensor:
+    """A per-sample term (mean over this micro-batch's `own_count` items) rescaled to n x its share of
+    the mean over the accumulated batch's `pooled_count` items: the n micro-batches' values then
+    average to that mean and their gradients (each divided by n) add up to its gradient."""
+    if pool is None:
+        return x
+    return x * (own_count * pool.n / pooled_count.clamp(min=1))
 
 
 class PretrainMethod(nn.Module):
@@ -40,6 +98,12 @@ class PretrainMethod(nn.Module):
     decoder_kind: str | None = None  # "latent" (RILS), "pixel" (MAE) or None: no decoder
     needs_views = False             # the batch carries two extra augmented views (SLIP/SimCLR)
     min_batch = 2                   # contrastive methods need a negative in the batch
+    # Two-phase interface (gradient accumulation with the whole accumulated batch as negatives):
+    # `features(batch)` runs the per-sample part of the forward and returns a dict that holds, under
+    # the keys in `pooled`, the per-sample tensors [B, ...] that enter cross-sample terms (embeddings,
+    # counts of masked patches); `loss_from(batch, feats, pool)` computes the losses from them, with
+    # `pool` None (one batch) or a `Pool` (those tensors for the whole accumulated batch).
+    pooled: tuple[str, ...] = ()
 
     @classmethod
     def model_parts(cls) -> dict:
@@ -58,11 +122,35 @@ class PretrainMethod(nn.Module):
         noise = mask_noise(B, N, patches.device, batch.get("seed"))
         return random_masking(noise, self.opt.mask_ratio)
 
-    def contrastive(self, image_emb: torch.Tensor, text_emb: torch.Tensor):
-        """L_Contra (Eq. 5-6) plus the set C and the in-batch image-to-text accuracy."""
-        logits_i, logits_t, labels, all_text = L.contrastive_logits(
-            image_emb, text_emb, self.model.logit_scale_exp())
-        loss = L.contrastive_loss_from_logits(logits_i, logits_t, labels)
+    def features(self, batch: dict) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no two-phase interface; it defines forward()")
+
+    def loss_from(self, batch: dict, feats: dict, pool: Pool | None = None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no two-phase interface; it defines forward()")
+
+    def forward(self, batch: dict, pool: Pool | None = None) -> dict:
+        return self.loss_from(batch, self.features(batch), pool)
+
+    @classmethod
+    def two_phase(cls) -> bool:
+        """Whether the method implements features/loss_from (a method that defines only forward()
+        accumulates plainly: each micro-batch alone)."""
+        return cls.forward is PretrainMethod.forward and cls.loss_from is not PretrainMethod.loss_from
+
+    @staticmethod
+    def gather_pool(feats: dict, keys, pool: Pool | None) -> list[torch.Tensor]:
+        """`feats[key]` for each key: this micro-batch's, or the accumulated batch's with them inside."""
+        return [feats[k] if pool is None else pool.cat(k, feats[k]) for k in keys]
+
+    def contrastive(self, image_emb: torch.Tensor, text_emb: torch.Tensor, pool: Pool | None = None):
+        """L_Contra (Eq. 5-6) plus the set C and the in-batch image-to-text accuracy. With a `pool`,
+        the embeddings are the accumulated batch's: the loss is `pooled_term`-scaled and the logit
+        scale, used by every micro-batch of the step, gets 1/n of its gradient from each."""
+        scale = self.model.logit_scale_exp()
+        if pool is not None:
+            scale = scale_grad(scale, 1.0 / pool.n)
+        logits_i, logits_t, labels, all_text = L.contrastive_logits(image_emb, text_emb, scale)
+        loss = pooled_term(L.contrastive_loss_from_logits(logits_i, logits_t, labels), pool)
         matched = logits_i.argmax(dim=1) == labels          # the set C (Eq. 9)
         return loss, matched, all_text
 

@@ -4,10 +4,12 @@ from .base import PretrainMethod
 
 class CLIP(PretrainMethod):
     name = "clip"
+    pooled = ("image", "text")
 
-    def forward(self, batch):
-        image_emb = self.model.encode_image(batch["image"])
-        text_emb = self.model.encode_text(batch["text"])
-        loss, matched, _ = self.contrastive(image_emb, text_emb)
+    def features(self, batch):
+        return {"image": self.model.encode_image(batch["image"]), "text": self.model.encode_text(batch["text"])}
+
+    def loss_from(self, batch, feats, pool=None):
+        loss, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)
         return {"loss": self.opt.lambda_contra * loss, "clip_loss": loss.detach(),
                 "i2t_acc": matched.float().mean(), **self.extra_metrics()}

@@ -1,22 +1,29 @@
 """MAE+CLIP: the naive combination the paper compares with (Fig. 2): L_Contra + L_MAE."""
 from .. import losses as L
-from .base import PretrainMethod
+from .base import PretrainMethod, pooled_share
 
 
 class MAECLIP(PretrainMethod):
     name = "mae_clip"
     decoder_kind = "pixel"
+    pooled = ("image", "text", "masked")
 
-    def forward(self, batch):
-        images = batch["image"]
+    def features(self, batch):
         visual = self.model.visual
-        patches = visual.embed_patches(images)                 # shared by both passes
+        patches = visual.embed_patches(batch["image"])         # shared by both passes
         intact = visual.encode_patches(patches)
         ids_keep, mask, ids_restore = self.masked_view(patches, batch)
-        pred = self.model.decoder(visual.encode_patches(patches, ids_keep), ids_restore)
-        pixel = L.mae_pixel_loss(images, pred, mask, self.model.preset.patch_size, self.opt.norm_pix_loss)
-        contra, matched, _ = self.contrastive(visual.project(visual.pool(intact)),
-                                              self.model.encode_text(batch["text"]))
+        return {"image": visual.project(visual.pool(intact)), "text": self.model.encode_text(batch["text"]),
+                "masked": mask.sum(dim=1), "patches": patches, "ids_keep": ids_keep, "mask": mask,
+                "ids_restore": ids_restore}
+
+    def loss_from(self, batch, feats, pool=None):
+        visual, mask = self.model.visual, feats["mask"]
+        pred = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"])
+        pixel = L.mae_pixel_loss(batch["image"], pred, mask, self.model.preset.patch_size, self.opt.norm_pix_loss)
+        if pool is not None:
+            pixel = pooled_share(pixel, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
+        contra, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)
         loss = self.opt.lambda_contra * contra + self.opt.lambda_pixel * pixel
         return {"loss": loss, "clip_loss": contra.detach(), "pixel_loss": pixel.detach(),
                 "i2t_acc": matched.float().mean(), **self.extra_metrics()}

@@ -11,32 +11,44 @@ class RILS(PretrainMethod):
     decoder_kind = "latent"
 
     def prototypes(self, all_text: torch.Tensor) -> torch.Tensor:
-        """The z^T of Eq. 8: the global batch's text embeddings."""
-        return all_text
+        """The z^T of Eq. 8: the global batch's text embeddings, detached by default (the official
+        code gathers them with a plain all_gather, so L_recon does not train the text tower)."""
+        return all_text.detach() if self.opt.detach_prototypes else all_text
 
-    def forward(self, batch):
+    pooled = ("image", "text", "masked")
+
+    def features(self, batch):
         visual = self.model.visual
         patches = visual.embed_patches(batch["image"])        # shared by I and Î
         f = visual.encode_patches(patches)                     # V-Enc(I), Eq. 1
         ids_keep, mask, ids_restore = self.masked_view(patches, batch)
-        f_hat = visual.encode_patches(patches, ids_keep)       # V-Enc(Î), Eq. 1
-        g = self.model.decoder(f_hat, ids_restore)             # V-Dec, Eq. 3
+        return {"image": visual.project(visual.pool(f)),      # θ(f̄), Eq. 4
+                "text": self.model.encode_text(batch["text"]),  # φ(h), Eq. 2 and 4
+                "masked": mask.sum(dim=1),                     # |M| of each image, for Eq. 9's normaliser
+                "patches": patches, "f": f, "ids_keep": ids_keep, "mask": mask, "ids_restore": ids_restore}
 
-        image_emb = visual.project(visual.pool(f))             # θ(f̄), Eq. 4
-        text_emb = self.model.encode_text(batch["text"])       # φ(h), Eq. 2 and 4
-        contra, matched, all_text = self.contrastive(image_emb, text_emb)
+    def loss_from(self, batch, feats, pool=None):
+        visual = self.model.visual
+        patches, f, mask = feats["patches"], feats["f"], feats["mask"]
+        f_hat = visual.encode_patches(patches, feats["ids_keep"])  # V-Enc(Î), Eq. 1
+        g = self.model.decoder(f_hat, feats["ids_restore"])    # V-Dec, Eq. 3
+
+        image_emb, text_emb, masked = self.gather_pool(feats, self.pooled, pool)
+        contra, matched, all_text = self.contrastive(image_emb, text_emb, pool)
+        own = matched if pool is None else pool.own(matched)   # the set C among this micro-batch's images
 
         with torch.no_grad():
             target = visual.project(f[:, 1:])                  # θ(f^k), under sg (Eq. 9)
         pred = visual.project(g)                               # θ(g^k), Eq. 7
-        recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), mask, matched,
+        recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), mask, own,
                                                      self.opt.tau_target, self.opt.tau_pred)
-        if D.is_distributed():
-            # Eq. 9 averages over the masked patches of C across the *global* batch; each rank holds
-            # a different |C|, so rescale the local mean to make DDP's average the global one.
-            n_local = (mask & matched.unsqueeze(1)).sum().float()
-            n_global = D.all_reduce_sum(n_local).clamp(min=1)
-            recon = recon * n_local * D.world_size() / n_global
+        if D.is_distributed() or pool is not None:
+            # Eq. 9 averages over the masked patches of C across the *global* batch (all ranks, all
+            # micro-batches of an accumulated step); each micro-batch holds a different |C|, so
+            # rescale the local mean to make DDP's average (and the step's mean) the global one.
+            n_own = (mask & own.unsqueeze(1)).sum().float()
+            n_global = D.all_reduce_sum((matched.float() * masked.float()).sum()).clamp(min=1)
+            recon = recon * n_own * (D.world_size() * (1 if pool is None else pool.n)) / n_global
 
         loss = self.opt.lambda_contra * contra + self.opt.lambda_recon * recon   # Eq. 10
         matched_frac = matched.float().mean()

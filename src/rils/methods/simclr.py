@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .. import losses as L
-from .base import PretrainMethod
+from .base import PretrainMethod, pooled_term
 
 
 def ssl_head(in_dim: int, mlp_dim: int, out_dim: int) -> nn.Sequential:
@@ -23,12 +23,26 @@ class SimCLR(PretrainMethod):
         super().__init__(model, options)
         self.image_mlp = ssl_head(model.preset.width, self.opt.ssl_mlp_dim, self.opt.ssl_emb_dim)
 
-    def ssl_term(self, views: torch.Tensor) -> torch.Tensor:
+    pooled = ("view1", "view2")
+
+    def view_features(self, views: torch.Tensor) -> dict:
+        """The head's outputs for both views. Its BatchNorms normalise over the micro-batch (both
+        views together): with accumulation they see one micro-batch, not the accumulated batch."""
         B = views.shape[0]
         both = views.transpose(0, 1).flatten(0, 1)            # one encoder pass for both views
         emb = self.image_mlp(self.model.visual.pool(self.model.forward_features(both)))
-        return L.simclr_loss(emb[:B], emb[B:], self.opt.ssl_temperature)
+        return {"view1": emb[:B], "view2": emb[B:]}
 
-    def forward(self, batch):
-        loss = self.ssl_term(batch["views"])
+    def ssl_from(self, feats: dict, pool=None) -> torch.Tensor:
+        z1, z2 = self.gather_pool(feats, ("view1", "view2"), pool)
+        return pooled_term(L.simclr_loss(z1, z2, self.opt.ssl_temperature), pool)
+
+    def ssl_term(self, views: torch.Tensor) -> torch.Tensor:
+        return self.ssl_from(self.view_features(views))
+
+    def features(self, batch):
+        return self.view_features(batch["views"])
+
+    def loss_from(self, batch, feats, pool=None):
+        loss = self.ssl_from(feats, pool)
         return {"loss": loss, "ssl_loss": loss.detach()}

@@ -4,6 +4,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from functools import partial
 
+from .init import mae_init_
 from .pos_embed import sincos_2d
 
 
@@ -13,13 +14,13 @@ class MaskedDecoder(nn.Module):
         super().__init__()
         self.embed = nn.Linear(encoder_width, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        nn.init.normal_(self.mask_token, std=0.02)
         self.pos_embed = nn.Parameter(sincos_2d(width, grid_size), requires_grad=False)
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
                                       for _ in range(depth)])
         self.norm = norm(width)
         self.pred = nn.Linear(width, out_dim)  # to the encoder width (RILS) or to p*p*3 pixels (MAE)
+        mae_init_(self, tokens=(self.mask_token,))  # MAE's initialize_weights; mask token ~ N(0, 0.02)
 
     def forward(self, x: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """x: [B, 1+L, W_enc] encoded visible tokens (cls first). Returns [B, N, out_dim], patches only."""

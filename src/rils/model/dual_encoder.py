@@ -73,17 +73,12 @@ class DualEncoder(nn.Module):
         return F.normalize(x, dim=-1) if normalize else x
 
     def no_weight_decay(self) -> set[str]:
-        """Parameters (besides 1-D ones) that take no weight decay: position and token embeddings,
-        cls and mask tokens, as in CLIP, SLIP and MAE. The towers say which, as timm/open_clip do."""
-        names = {f"visual.trunk.{n}" for n in self.visual.trunk.no_weight_decay()}
-        if self.decoder is not None:
-            names |= {"decoder.mask_token", "decoder.pos_embed"}
-        if self.text is not None:
-            names |= {f"text.{n}" for n in self.text.no_weight_decay()} | {"text.token_embedding.weight"}
-        if self.logit_scale is not None:
-            names.add("logit_scale")
-        params = dict(self.named_parameters())
-        return {n for n in names if n in params}
+        """Parameters that take no weight decay, SLIP's rule (`p.ndim < 2 or 'bias' in n or 'ln' in
+        n or 'bn' in n`): biases, norms and the logit scale. Position and token embeddings and the
+        cls and mask tokens are decayed, as in SLIP and the official RILS code (the fixed sin-cos
+        positions are frozen and never reach the optimiser)."""
+        return {n for n, p in self.named_parameters()
+                if p.ndim < 2 or n.endswith(".bias") or ".norm" in n or ".ln_" in n or "norm." in n}
 
     def logit_scale_exp(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)

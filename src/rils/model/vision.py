@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..presets import Preset
+from .init import mae_init_
 from .pos_embed import sincos_2d
 
 
@@ -20,6 +21,9 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.trunk = timm.create_model(preset.timm_model_name, pretrained=False,
                                        drop_path_rate=drop_path_rate, **preset.timm_kwargs())
+        # MAE's initialize_weights, as the official RILS encoder: xavier Linears, unit LayerNorms,
+        # the patch conv as a Linear, cls ~ N(0, 0.02) (timm's own init differs).
+        mae_init_(self.trunk, patch_conv=self.trunk.patch_embed.proj, tokens=(self.trunk.cls_token,))
         # Fixed 2-D sin-cos position embedding, as in MAE; kept as a (frozen) parameter so the
         # state dict stays that of a plain timm ViT.
         self.trunk.pos_embed.data.copy_(sincos_2d(preset.width, preset.grid_size))
@@ -27,6 +31,8 @@ class VisionEncoder(nn.Module):
         self.head = nn.Module()
         if with_projection:
             self.head.proj = nn.Linear(preset.width, preset.embed_dim, bias=False)
+            # The official code's image_projection: N(0, width^-0.5).
+            nn.init.normal_(self.head.proj.weight, std=preset.width ** -0.5)
         self.grad_checkpointing = False
 
     @property

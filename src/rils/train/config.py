@@ -83,6 +83,7 @@ class TrainConfig:
     eps: float = 1e-6             # AdamW
     grad_clip: float = 1.0        # max global grad norm; 0 = off
     accum_steps: int = 1          # gradient accumulation: micro-batches per optimiser step
+    accum_negatives: bool = True  # with accum_steps > 1: negatives, RILS's set C and prototypes from the whole accumulated batch; false = each micro-batch alone
     precision: str = "auto"       # auto | bf16 | fp32 (auto: bf16 where the hardware has it natively)
     compile: bool = False         # torch.compile the training step
     checkpoint_every: int = 1000  # steps between periodic checkpoints

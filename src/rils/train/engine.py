@@ -370,7 +370,8 @@ def train(cfg: Config) -> Path:
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             result = train_step(net, method, optimizer, micro_batches, device=device, precision=precision,
                                 grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
-                                extra_flags=[s in received for s in STOP_SIGNALS])
+                                extra_flags=[s in received for s in STOP_SIGNALS],
+                                accum_negatives=cfg.train.accum_negatives)
             (interrupted, terminated), grad_norm = result.flags, result.grad_norm
             stop_now = interrupted or terminated
             images += result.images

@@ -8,7 +8,8 @@ import torch
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decay on weights; none on 1-D parameters (norms, biases) and on what the
-    module names in `no_weight_decay()` (embeddings, tokens, the logit scale; see each method)."""
+    module names in `no_weight_decay()` (SLIP's rule for the model: ndim < 2, biases, norms; a
+    method may add its own, e.g. the learned prototypes). Frozen parameters are left out."""
     exempt = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, p in module.named_parameters():

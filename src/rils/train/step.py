@@ -1,6 +1,16 @@
 """One optimiser step, as training runs it and as `rils bench` times it: micro-batches (gradient
 accumulation, DDP's `no_sync` on all but the last), autocast, clipping, one collective that decides
-for every rank whether the step is finite, then the update. Also the metrics record of a log line."""
+for every rank whether the step is finite, then the update. Also the metrics record of a log line.
+
+Accumulation with the whole accumulated batch as negatives (`accum_negatives`, open_clip's
+`--accum-freq`): first every micro-batch's pooled features (`method.pooled`) are computed without
+gradients and cached; then each micro-batch is computed again with gradients, its losses taken
+against the cached features of the others (`methods.base.Pool`). Only its fresh rows carry a
+gradient, so the n backward passes add up to the gradient of one batch n times larger, with the
+memory of one micro-batch plus the cached features. The first pass restores the RNG state before
+each micro-batch's second pass (stochastic depth or unseeded masks draw the same numbers twice) and
+leaves BatchNorm running statistics alone (they are updated once per micro-batch, by the second pass);
+BatchNorm's batch statistics stay those of the micro-batch."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import distributed as D
+from ..methods.base import Pool
 from ..precision import autocast
 
 
@@ -23,21 +34,31 @@ class StepResult:
 
 
 def train_step(net, method, optimizer, micro_batches: list[dict], *, device: torch.device, precision: str,
-               grad_clip: float = 0.0, scheduler=None, forward=None, extra_flags=()) -> StepResult:
+               grad_clip: float = 0.0, scheduler=None, forward=None, extra_flags=(),
+               accum_negatives: bool = True) -> StepResult:
     """Run one step on `micro_batches` (already on `device`); `net` is `method` or its DDP wrapper,
     `forward` what to call (a compiled `net`; default `net`). The gradient is the mean over the
-    micro-batches. The scheduler steps and the logit scale is clamped even after a skipped update,
-    so the schedule and the data order stay on plan."""
+    micro-batches; with `accum_negatives` and a two-phase method it is the gradient of the whole
+    accumulated batch as one (cross-sample terms see all micro-batches; see the module docstring).
+    The scheduler steps and the logit scale is clamped even after a skipped update, so the schedule
+    and the data order stay on plan."""
     forward = forward or net
     world = D.world_size()
     n = len(micro_batches)
+    pooled = accum_negatives and n > 1 and method.two_phase() and bool(method.pooled)
+    if pooled:
+        cache, rng = _cache_features(method, micro_batches, device, precision)
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     images = 0
     for i, batch in enumerate(micro_batches):
         defer_sync = world > 1 and i < n - 1
         with (net.no_sync() if defer_sync else contextlib.nullcontext()), autocast(device, precision):
-            outputs = forward(batch)
+            if pooled:
+                _set_rng_state(rng[i], device)
+                outputs = forward(batch, pool=Pool(cache, i))
+            else:
+                outputs = forward(batch)
         (outputs["loss"] / n).backward()
         # one device-to-host copy for all logged parts, not one per part
         values = torch.stack([v.detach().float() for v in outputs.values()]).tolist()
@@ -55,6 +76,46 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
         scheduler.step()
     method.model.clamp_logit_scale()
     return StepResult(sums, grad_norm, images, skipped, flags)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_stats(module: torch.nn.Module):
+    """BatchNorm in train mode that normalises with batch statistics but updates no running ones."""
+    norms = [m for m in module.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+@torch.no_grad()
+def _cache_features(method, micro_batches: list[dict], device: torch.device, precision: str):
+    """First pass of accumulation with the whole batch as negatives: each micro-batch's pooled
+    features (detached, this rank only: the gather across ranks happens on the pooled tensors), and
+    the RNG state each micro-batch started from."""
+    cache: dict[str, list[torch.Tensor]] = {k: [] for k in method.pooled}
+    rng = []
+    with _frozen_batchnorm_stats(method), autocast(device, precision):
+        for batch in micro_batches:
+            rng.append(_rng_state(device))
+            feats = method.features(batch)
+            for k in method.pooled:
+                cache[k].append(feats[k].detach())
+    return cache, rng
 
 
 def log_record(*, step: int, steps_per_epoch: int, global_batch: int, lr: float, means: dict,
