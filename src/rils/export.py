@@ -5,13 +5,17 @@
 
 timm
     The vision trunk's state dict as safetensors. The file's metadata names the timm model and the
-    keyword arguments that rebuild it (`timm_model_name`, `timm_kwargs` as JSON)::
+    keyword arguments that rebuild it (`timm_model_name`, `timm_kwargs` as JSON), and timm's
+    `pretrained_cfg` of the preprocessing the model was trained with (input size, mean, std,
+    interpolation, crop)::
 
         meta = safetensors.safe_open(path, "pt").metadata()
-        trunk = timm.create_model(meta["timm_model_name"], **json.loads(meta["timm_kwargs"]))
+        trunk = timm.create_model(meta["timm_model_name"], **json.loads(meta["timm_kwargs"]),
+                                  pretrained_cfg_overlay=json.loads(meta["pretrained_cfg"]))
         trunk.load_state_dict(safetensors.torch.load_file(path), strict=True)
+        transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=trunk))
 
-    `trunk.forward_features(x)` then equals ours. The projection θ, the text tower and the decoder
+    `trunk.forward_features(transform(image))` then equals ours on the same image file. The projection θ, the text tower and the decoder
     are not in this file (timm has no place for them).
 
 open_clip
@@ -93,9 +97,18 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------------------------- timm
 
+def timm_pretrained_cfg(model) -> dict:
+    """timm's description of the evaluation preprocessing: the same as ours (rils.eval.models):
+    bicubic resize of the short side to the input size, centre crop of that size, CLIP's mean/std."""
+    size = model.image_size
+    return {"input_size": [3, size, size], "mean": list(model.image_mean), "std": list(model.image_std),
+            "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0}
+
+
 def timm_metadata(model) -> dict:
     return {"format": FORMAT_TIMM, "timm_model_name": model.timm_model_name,
             "timm_kwargs": json.dumps(model.timm_kwargs, sort_keys=True),
+            "pretrained_cfg": json.dumps(timm_pretrained_cfg(model), sort_keys=True),
             "rils_preset": json.dumps(model.preset.to_dict(), sort_keys=True),
             "rils_version": __version__}
 
@@ -123,7 +136,8 @@ def verify_timm(model, path) -> dict:
     from safetensors.torch import load_file
 
     meta = safetensors_metadata(Path(path))
-    trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **json.loads(meta["timm_kwargs"]))
+    trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **json.loads(meta["timm_kwargs"]),
+                              pretrained_cfg_overlay=json.loads(meta.get("pretrained_cfg", "{}")))
     trunk.load_state_dict(load_file(str(path)), strict=True)
     trunk.eval()
     images = _peer_inputs(model)

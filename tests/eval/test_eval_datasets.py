@@ -154,3 +154,18 @@ def test_shipped_json_has_clip_benchmark_layout():
     assert all(isinstance(v, list) and all("{c}" in t for t in v) for v in templates.values())
     with pytest.raises(ValueError, match="no shipped templates for 'nope'"):
         get_templates("nope")
+
+
+def test_classnames_and_templates_from_an_entry_of_a_clip_benchmark_style_file(tmp_path):
+    import json
+
+    from rils.eval import get_classnames, get_templates
+
+    f = tmp_path / "names.json"
+    f.write_text(json.dumps({"cifar10": ["airplane", "automobile"], "pets": ["abyssinian", "beagle"]}))
+    assert get_classnames(f"{f}:pets") == ["abyssinian", "beagle"]
+    t = tmp_path / "templates.json"
+    t.write_text(json.dumps({"cifar10": ["a photo of a {c}."]}))
+    assert get_templates(str(t)) == ["a photo of a {c}."]          # the only entry
+    with pytest.raises(ValueError, match=r"several entries.*names.json:KEY.*cifar10, pets"):
+        get_classnames(str(f))

@@ -189,3 +189,35 @@ def test_export_cli(tiny_ckpt, tmp_path, capsys):
     assert rils_main(["export", "--checkpoint", str(tiny_ckpt), "--format", "open_clip",
                       "--vision-tower", "timm", "--out", str(tmp_path / "oc2")]) == 2
     assert "TimmModel" in capsys.readouterr().err
+
+
+def test_timm_export_carries_the_preprocessing(tiny_ckpt, tmp_path):
+    """timm's resolve_data_config + create_transform, from the export alone, preprocess an image file
+    as rils does: the trunk's features equal ours (the model is 32 px; the image is not square)."""
+    import json
+
+    import timm
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from rils.eval import load_for_eval
+
+    image = tmp_path / "img.png"
+    g = torch.Generator().manual_seed(0)
+    Image.fromarray((torch.rand(48, 60, 3, generator=g) * 255).byte().numpy()).save(image)
+    path = tmp_path / "trunk.safetensors"
+    E.export_timm(rils.load_model(tiny_ckpt), path)
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    trunk = timm.create_model(meta["timm_model_name"], **json.loads(meta["timm_kwargs"]),
+                              pretrained_cfg_overlay=json.loads(meta["pretrained_cfg"])).eval()
+    trunk.load_state_dict(load_file(str(path)), strict=True)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=trunk))
+    ours = load_for_eval(str(tiny_ckpt))
+    with Image.open(image) as im:
+        x_timm, x_ours = transform(im.convert("RGB")), ours.transform(im.convert("RGB"))
+    assert x_timm.shape == x_ours.shape == (3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trunk.forward_features(x_timm[None]), ours.model.forward_features(x_ours[None]),
+                              atol=1e-5)

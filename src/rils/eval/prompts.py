@@ -26,14 +26,20 @@ def _lookup(source: str | Path | list | None, key: str | None, shipped: Path, wh
     """`source` is a list, a shipped key, or a JSON file (a list, or a dict indexed by `key`)."""
     if isinstance(source, (list, tuple)):
         return list(source)
+    if isinstance(source, str) and ".json:" in source:    # FILE.json:KEY picks an entry of the file
+        source, key = source.rsplit(":", 1)
     if source is not None and Path(source).suffix == ".json":
         if not Path(source).is_file():
             raise FileNotFoundError(f"{what} file not found: {source}")
         data = _read(str(Path(source).resolve()))
         if isinstance(data, list):
             return data
+        if key is None and len(data) == 1:
+            key = next(iter(data))
         if key not in data:
-            raise ValueError(f"{what} file {source} has no entry {key!r}; it has: {', '.join(data)}")
+            which = f"no entry {key!r}" if key is not None else "several entries and none was chosen"
+            raise ValueError(f"{what} file {source} has {which}; pick one with {source}:KEY, one of: "
+                             f"{', '.join(data)}")
         return list(data[key])
     name = source if source is not None else key
     data = _read(str(shipped))
@@ -44,12 +50,14 @@ def _lookup(source: str | Path | list | None, key: str | None, shipped: Path, wh
 
 
 def get_classnames(source=None, key: str | None = None) -> list[str]:
-    """Class names: a list, a key of the shipped JSON, or a JSON file (list, or dict with `key`)."""
+    """Class names: a list, a key of the shipped JSON, or a JSON file (a list, or a dict: the entry
+    `key`, or FILE.json:KEY, or its only entry)."""
     return _lookup(source, key, CLASSNAMES_FILE, "classnames")
 
 
 def get_templates(source=None, key: str | None = None) -> list[str]:
-    """Prompt templates: a list, a key of the shipped JSON, or a JSON file (list, or dict with `key`)."""
+    """Prompt templates: a list, a key of the shipped JSON, or a JSON file (a list, or a dict: the
+    entry `key`, or FILE.json:KEY, or its only entry)."""
     return _lookup(source, key, TEMPLATES_FILE, "templates")
 
 

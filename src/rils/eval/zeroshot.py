@@ -93,8 +93,9 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
 
 
 def _add_arguments(g) -> None:
-    g.add_argument("--classnames", help="key of the shipped class names JSON, or a JSON file")
-    g.add_argument("--templates", help="key of the shipped templates JSON, or a JSON file")
+    g.add_argument("--classnames", help="key of the shipped class names JSON, a JSON file, or FILE.json:KEY "
+                   "(an entry of a CLIP_benchmark-style file)")
+    g.add_argument("--templates", help="key of the shipped templates JSON, a JSON file, or FILE.json:KEY")
 
 
 PROTOCOL = Protocol(name="zeroshot",
