@@ -34,7 +34,7 @@ def test_pretrain_help_lists_recipes_and_config_keys(capsys):
     assert "recipes: " in out and "paper_b16" in out and "demo" in out
     for key in ("train.precision", "loss.tau_target", "data.demo_colorless_captions"):
         assert key in out
-    assert "auto | bf16 | fp32" in out
+    assert "auto | bf16 | fp16 | tf32 | fp32" in out
 
 
 def test_a_recipe_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):

@@ -62,3 +62,21 @@ def test_pretrain_without_a_precision_logs_fp32_and_why(no_native_bf16, tmp_path
     assert "precision fp32 (auto: this CPU has no native bf16" in first
     assert "warning" not in err                  # auto chose fp32: nothing to warn about
     assert "ran as fp32" in (tmp_path / "config.yaml").read_text().splitlines()[0]
+
+
+def test_tf32_is_fp32_on_a_cpu():
+    assert P.resolve_precision("tf32", "cpu") == ("fp32", "tf32 asked for: a CUDA matmul mode; fp32 on this CPU")
+
+
+def test_fp16_trains_with_a_gradient_scaler_that_the_checkpoint_keeps(tmp_path):
+    from rils.train.config import load_config
+    from rils.train.engine import train
+
+    cfg = load_config("demo", ["model.preset=vit_nano8_32", "train.precision=fp16", "data.workers=0",
+                               "data.num_samples=32", "train.batch_size=8", "train.max_steps=3",
+                               f"output_dir={tmp_path}"])
+    ckpt = torch.load(train(cfg), weights_only=True)
+    assert ckpt["precision"] == "fp16" and ckpt["step"] == 3
+    assert ckpt["scaler"]["scale"] > 0 and "_growth_tracker" in ckpt["scaler"]
+    with P.autocast("cpu", "fp16"):
+        assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.float16

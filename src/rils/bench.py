@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .factory import create_model
 from .methods import create_method
 from .methods.base import MethodOptions
-from .precision import autocast, native_bf16, resolve_device, resolve_precision
+from .precision import autocast, grad_scaler, native_bf16, resolve_device, resolve_precision
 from .presets import get_preset
 from .train.config import TrainConfig
 from .train.optim import adamw, param_groups
@@ -66,6 +66,7 @@ class RilsStep:
         self.fn = torch.compile(self.module) if compile_ else self.module
         self.device, self.precision = torch.device(device), precision
         self.grad_clip, self.accum_steps = grad_clip, accum_steps
+        self.scaler = grad_scaler(self.device, precision)
 
     def forward(self, batch):
         with autocast(self.device, self.precision):
@@ -76,7 +77,7 @@ class RilsStep:
         size = -(-n // self.accum_steps)
         micro = [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
         train_step(self.module, self.module, self.opt, micro, device=self.device, precision=self.precision,
-                   grad_clip=self.grad_clip, forward=self.fn)
+                   grad_clip=self.grad_clip, forward=self.fn, scaler=self.scaler)
 
 
 class OpenClipStep:

@@ -6,6 +6,10 @@ Precision vocabulary (as open_clip's `--precision`):
         AMX), fp32 elsewhere. On a CPU without those instructions PyTorch *emulates* bf16 matmuls,
         about 50-70x slower than fp32, so "auto" never picks bf16 there.
   bf16  bf16 autocast (loss heads stay fp32, see rils.losses); warns once where it is emulated.
+  fp16  fp16 autocast with a gradient scaler (GPUs without bf16: V100, T4). The CUDA path is
+        untested until a run on such a device; the CPU path is tested.
+  tf32  fp32 storage, TF32 tensor-core matmuls and convolutions on Ampere and newer GPUs; plain
+        fp32 on a CPU.
   fp32  no autocast.
 """
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "tf32", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -67,7 +71,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: str | torch.device = "auto") -> tuple[str, str]:
-    """("bf16" | "fp32", the reason in a few words). Raises ValueError for an unknown name."""
+    """(the precision to run: "bf16", "fp16", "tf32" or "fp32"; the reason in a few words).
+    Raises ValueError for an unknown name."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = resolve_device(device)
@@ -80,7 +85,26 @@ def resolve_precision(precision: str, device: str | torch.device = "auto") -> tu
     if precision == "bf16" and not native:
         warn_emulated_bf16(device)
         return "bf16", f"asked for; emulated on {what}"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32", "tf32 asked for: a CUDA matmul mode; fp32 on this CPU"
     return precision, "asked for"
+
+
+def configure_matmul(device, precision: str) -> None:
+    """Process-wide matmul settings a precision needs: TF32 on CUDA for "tf32" (off otherwise, as
+    PyTorch's default), so an earlier run in the same process leaves nothing behind."""
+    import torch
+    if resolve_device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
+def grad_scaler(device, precision: str):
+    """fp16's dynamic loss scaler (fp16 gradients underflow without it), or None."""
+    import torch
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(resolve_device(device).type)
 
 
 _warned: set[str] = set()
@@ -105,13 +129,14 @@ def full_precision():
 
 
 def autocast(device: str | torch.device, precision: str):
-    """The autocast context for a resolved precision ("bf16" or "fp32"; "auto" is resolved here)."""
+    """The autocast context for a precision ("auto" is resolved here; "tf32" and "fp32" have none)."""
     import torch
     device = resolve_device(device)
     if precision == "auto":
         precision = resolve_precision(precision, device)[0]
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
     raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -141,11 +141,11 @@ def test_precision_option_and_the_deprecated_amp_flag(capsys):
     assert parser.parse_args([*base, "--amp"]).precision == "bf16"          # the old flag: bf16 autocast
     assert "--precision bf16" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parser.parse_args([*base, "--precision", "fp16"])
+        parser.parse_args([*base, "--precision", "fp8"])
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--help"])
     shown = capsys.readouterr().out
-    assert "--precision {auto,bf16,fp32}" in shown and "--amp" not in shown     # the old flag is hidden
+    assert "--precision {auto,bf16,fp16,tf32,fp32}" in shown and "--amp" not in shown   # the old flag is hidden
 
 
 def test_registry_names_and_records():

@@ -48,6 +48,9 @@ class ModelConfig:
     preset: str = "vit_b16"       # architecture: `rils presets` lists them
     drop_path: float = 0.0        # stochastic depth in the vision trunk
     grad_checkpointing: bool = False  # activation checkpointing (large presets)
+    lock_image: bool = False      # LiT: freeze the image tower (trunk and θ); no gradient, no optimiser state
+    lock_image_unlocked_groups: int = 0  # with lock_image: the last N trunk blocks (and the final norm, N >= 1) stay trainable
+    lock_text: bool = False       # freeze the text tower (the logit scale stays trainable)
 
 
 @dataclass
@@ -84,7 +87,7 @@ class TrainConfig:
     grad_clip: float = 1.0        # max global grad norm; 0 = off
     accum_steps: int = 1          # gradient accumulation: micro-batches per optimiser step
     accum_negatives: bool = True  # with accum_steps > 1: negatives, RILS's set C and prototypes from the whole accumulated batch; false = each micro-batch alone
-    precision: str = "auto"       # auto | bf16 | fp32 (auto: bf16 where the hardware has it natively)
+    precision: str = "auto"       # auto | bf16 | fp16 | tf32 | fp32 (auto: bf16 where the hardware has it natively)
     compile: bool = False         # torch.compile the training step
     checkpoint_every: int = 1000  # steps between periodic checkpoints
     max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
@@ -100,6 +103,7 @@ class Config:
     seed: int = 0                 # model init, data order, augmentations and masks
     resume: str = ""              # "" | latest | path to a checkpoint
     overwrite: bool = False       # move an earlier run in output_dir aside (output_dir.old-<time>) and start over
+    init_from: str = ""           # start from another run's weights (checkpoint, timm .safetensors, open_clip folder / local-dir:); fresh optimiser, schedule and step; resume wins
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -285,11 +289,24 @@ def validate(cfg: Config) -> None:
         ("loss.tau_pred", cfg.loss.tau_pred > 0, "must be > 0"),
         ("loss.num_prototypes", cfg.loss.num_prototypes >= 1, "must be >= 1"),
         ("resume", cfg.resume in ("", "latest") or _is_file(cfg.resume), "must be '', 'latest' or a checkpoint file"),
+        ("init_from", not cfg.init_from or _exists(cfg.init_from.removeprefix("local-dir:")),
+         "must be '' or an existing checkpoint, timm .safetensors export or open_clip export folder"),
+        ("model.lock_image_unlocked_groups", cfg.model.lock_image_unlocked_groups >= 0, "must be >= 0"),
     ]
     for key, ok, msg in checks:
         if not ok:
             value = eval_key(cfg, key)
             raise ConfigError(f"{key}: {msg}, got {_show(value)}")
+    if cfg.model.lock_image_unlocked_groups and not cfg.model.lock_image:
+        raise ConfigError(f"model.lock_image_unlocked_groups: only means something with model.lock_image=true, "
+                          f"got {cfg.model.lock_image_unlocked_groups} with model.lock_image=false")
+    from ..presets import get_preset
+    depth = get_preset(cfg.model.preset).depth
+    if cfg.model.lock_image_unlocked_groups > depth:
+        raise ConfigError(f"model.lock_image_unlocked_groups: {cfg.model.preset} has {depth} blocks, "
+                          f"got {cfg.model.lock_image_unlocked_groups}")
+    if cfg.model.lock_text and not METHODS[cfg.method].needs_text:
+        raise ConfigError(f"model.lock_text: {cfg.method} has no text tower to lock")
     if cfg.data.source != "demo" and not cfg.data.path:
         raise ConfigError(f"data.path: required for data.source={cfg.data.source}")
     min_batch = METHODS[cfg.method].min_batch

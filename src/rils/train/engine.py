@@ -19,11 +19,12 @@ from tqdm import tqdm
 from .. import distributed as D
 from ..factory import create_model
 from ..methods import create_method
-from ..precision import EmulatedBf16Warning, resolve_device, resolve_precision
+from ..precision import EmulatedBf16Warning, configure_matmul, grad_scaler, resolve_device, resolve_precision
 from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
 from ..data.loader import DataFault, note_position
 from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
+from .init_from import init_from, lock_towers
 from .metrics import MetricsLog, _json_record
 from .optim import adamw, param_groups, warmup_cosine
 from .progress import Progress, estimate_step_flops
@@ -252,6 +253,7 @@ def train(cfg: Config) -> Path:
     method = create_method(cfg.method, model, cfg.loss)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    locked = lock_towers(model, cfg.model.lock_image, cfg.model.lock_image_unlocked_groups, cfg.model.lock_text)
     if world > 1 and device.type == "cuda":
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device).train()
@@ -281,18 +283,28 @@ def train(cfg: Config) -> Path:
     # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
     start_step, skipped_total, epoch_skipped, skipped_steps = 0, Counter(), Counter(), 0
     last_saved = None   # (path, step) of the newest checkpoint known good, for error messages
+    configure_matmul(device, precision)
+    scaler = grad_scaler(device, precision)     # fp16 only
     found = find_resume(cfg, ckpt_dir, log)
     ckpt = found[0] if found else None
     if ckpt is not None:
         method.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         start_step = ckpt["step"]
         skipped_total.update(ckpt.get("skipped", {}))
         epoch_skipped.update(ckpt.get("epoch_skipped", {}))
         skipped_steps = int(ckpt.get("skipped_steps", 0))
         set_rng_state(ckpt["rng"])
         last_saved = (found[1], start_step)
+        if cfg.init_from:
+            log(f"init_from={cfg.init_from} ignored: resuming from {found[1]} (step {start_step}) wins")
+    elif cfg.init_from:   # every rank loads the same weights; optimiser, schedule and step start fresh
+        log(init_from(method, cfg.init_from))
+    if locked:
+        log(f"locked (frozen, no optimiser state): {', '.join(locked)}")
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main)
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
@@ -322,6 +334,7 @@ def train(cfg: Config) -> Path:
                        "precision": precision,
                        "epoch": step // steps_per_epoch, "state_dict": method.state_dict(),
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "scaler": scaler.state_dict() if scaler is not None else None,
                        "skipped": dict(skipped_total), "epoch_skipped": dict(epoch_skipped),
                        "skipped_steps": skipped_steps, "rng": rng_state()}
             if positions is not None:
@@ -371,7 +384,7 @@ def train(cfg: Config) -> Path:
             result = train_step(net, method, optimizer, micro_batches, device=device, precision=precision,
                                 grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
                                 extra_flags=[s in received for s in STOP_SIGNALS],
-                                accum_negatives=cfg.train.accum_negatives)
+                                accum_negatives=cfg.train.accum_negatives, scaler=scaler)
             (interrupted, terminated), grad_norm = result.flags, result.grad_norm
             stop_now = interrupted or terminated
             images += result.images

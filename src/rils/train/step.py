@@ -35,13 +35,15 @@ class StepResult:
 
 def train_step(net, method, optimizer, micro_batches: list[dict], *, device: torch.device, precision: str,
                grad_clip: float = 0.0, scheduler=None, forward=None, extra_flags=(),
-               accum_negatives: bool = True) -> StepResult:
+               accum_negatives: bool = True, scaler=None) -> StepResult:
     """Run one step on `micro_batches` (already on `device`); `net` is `method` or its DDP wrapper,
     `forward` what to call (a compiled `net`; default `net`). The gradient is the mean over the
     micro-batches; with `accum_negatives` and a two-phase method it is the gradient of the whole
     accumulated batch as one (cross-sample terms see all micro-batches; see the module docstring).
     The scheduler steps and the logit scale is clamped even after a skipped update, so the schedule
-    and the data order stay on plan."""
+    and the data order stay on plan. `scaler` (fp16, `rils.precision.grad_scaler`) scales the loss;
+    gradients are unscaled before clipping, and a step whose scaled gradient overflowed is skipped
+    (and counted) while the scaler lowers its scale."""
     forward = forward or net
     world = D.world_size()
     n = len(micro_batches)
@@ -59,19 +61,27 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
                 outputs = forward(batch, pool=Pool(cache, i))
             else:
                 outputs = forward(batch)
-        (outputs["loss"] / n).backward()
+        loss = outputs["loss"] / n
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         # one device-to-host copy for all logged parts, not one per part
         values = torch.stack([v.detach().float() for v in outputs.values()]).tolist()
         for k, v in zip(outputs, values):
             sums[k] = sums.get(k, 0.0) + v
         images += batch["image"].shape[0] * world
+    if scaler is not None:
+        scaler.unscale_(optimizer)      # clip and judge the true gradient, not the scaled one
     grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip or float("inf"))
     # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also reaches
     # every rank's all-reduced gradient; an infinite one may not), plus the caller's flags.
     loss_bad, *flags = D.any_rank_flags([not math.isfinite(sums["loss"]), *extra_flags], device)
     skipped = loss_bad or not bool(torch.isfinite(grad_norm))
     if not skipped:    # a skipped step leaves weights and optimiser state as they are
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+    if scaler is not None:
+        scaler.update()                 # after an overflow: a smaller scale for the next step
     if scheduler is not None:
         scheduler.step()
     method.model.clamp_logit_scale()
