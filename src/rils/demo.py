@@ -100,13 +100,12 @@ def run_demo(out: str, overrides: list[str]) -> int:
 def _pictures(out_dir: Path, model, seg: dict) -> dict:
     """curves.png (losses, accuracy, lr) and semantic_map.png (held-out images, colour classes)."""
     from .data.demo import DemoShapes
-    from .eval.prompts import fill
+    from .eval.patchseg import class_prompts
     from .viz import plot_curves, semantic_map_grid
 
     plot_curves(out_dir, out_dir / "curves.png")
     classes = seg["classnames"]
-    prompts = [seg["prompts"]["background"]] + [[fill(t, c) for t in seg["prompts"]["templates"]]
-                                                for c in classes[1:]]
+    prompts = class_prompts(classes, seg["prompts"]["templates"], seg["prompts"]["background"])
     val = DemoShapes("val")
     semantic_map_grid(model, [val[i]["image"] for i in range(MAP_IMAGES)], classes, prompts,
                       out=out_dir / "semantic_map.png", tau=seg["tau"])

@@ -100,8 +100,7 @@ def semantic_map(model, image, texts: list[str], *, tau: float | None = None, to
     `tau` defaults to the τ1 the model was trained with (`rils.eval.models.default_tau`).
     """
     from .eval.models import default_tau
-    from .precision import autocast
-    from .eval.patchseg import patch_probabilities, text_prototypes
+    from .eval.patchseg import text_prototypes
     from .model.text import get_tokenizer
 
     texts = [str(t) for t in texts]
@@ -110,16 +109,29 @@ def semantic_map(model, image, texts: list[str], *, tau: float | None = None, to
         raise ValueError("give at least two texts: p is a distribution over them")
     tokenizer = tokenizer or get_tokenizer(model.context_length)
     model = model.to(device).eval()
-    x, shown = _model_view(model, image)
     protos = text_prototypes(model, tokenizer, texts, device=device, precision=precision)  # one text, one prototype
-    with torch.inference_mode(), autocast(device, precision):
-        probs = patch_probabilities(model, x.to(device), protos, tau)[0].float().cpu()
+    probs, shown = _patch_probabilities(model, image, protos, tau, device, precision)
     result = SemanticMap(texts, probs, shown)
     _draw_semantic_map(result, alpha=alpha, interpolation=interpolation, panel_size=panel_size, tau=tau)
+    _save(result.figure, out, dpi)
+    return result
+
+
+def _patch_probabilities(model, image, protos, tau: float, device, precision: str):
+    """([C, h, w] p over the prototypes for the image, the image as the model sees it, uint8)."""
+    from .eval.patchseg import patch_probabilities
+    from .precision import autocast
+
+    x, shown = _model_view(model, image)
+    with torch.inference_mode(), autocast(device, precision):
+        probs = patch_probabilities(model, x.to(device), protos, tau)[0].float().cpu()
+    return probs, shown
+
+
+def _save(fig, out, dpi: int) -> None:
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        result.figure.savefig(out, dpi=dpi)
-    return result
+        fig.savefig(out, dpi=dpi)
 
 
 def _draw_semantic_map(r: SemanticMap, *, alpha: float, interpolation: str, panel_size: float, tau: float):
@@ -188,9 +200,8 @@ def semantic_map_grid(model, images: list, classes: list[str], prompts: list[lis
     from matplotlib.patches import Patch
 
     from .eval.models import default_tau
-    from .eval.patchseg import patch_probabilities, text_prototypes
+    from .eval.patchseg import text_prototypes
     from .model.text import get_tokenizer
-    from .precision import autocast
 
     plt = _pyplot()
     tau = default_tau(model) if tau is None else tau
@@ -200,9 +211,8 @@ def semantic_map_grid(model, images: list, classes: list[str], prompts: list[lis
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.4), squeeze=False, layout="constrained")
     for j, image in enumerate(images):
-        x, shown = _model_view(model, image)
-        with torch.inference_mode(), autocast(device, precision):
-            argmax = patch_probabilities(model, x.to(device), protos, tau)[0].argmax(0).cpu()
+        probs, shown = _patch_probabilities(model, image, protos, tau, device, precision)
+        argmax = probs.argmax(0)
         S = shown.shape[0]
         axes[0, j].imshow(shown, extent=(0, S, S, 0))
         axes[1, j].imshow(shown, extent=(0, S, S, 0))
@@ -215,9 +225,7 @@ def semantic_map_grid(model, images: list, classes: list[str], prompts: list[lis
     fig.legend(handles=[Patch(color=colors[i], label=c) for i, c in enumerate(classes)], loc="outside lower center",
                ncol=min(len(classes), 7), fontsize=8, frameon=False)
     fig.suptitle(f"language semantic map (Eq. 8, τ1={tau:g}): each patch labelled by its most likely class", fontsize=9)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
+    _save(fig, out, dpi)
     return fig
 
 
@@ -280,9 +288,7 @@ def plot_curves(path, out=None, *, dpi: int = 100):
         ax.legend(fontsize=8)
     fig.suptitle(str(path), fontsize=9)
     fig.tight_layout()
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
+    _save(fig, out, dpi)
     return fig
 
 

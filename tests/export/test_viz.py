@@ -85,3 +85,15 @@ def test_legend_colours_follow_the_colour_words_of_the_texts():
     assert tuple(colors[1]) == to_rgb(NAMED_COLORS["orange"])
     named = {to_rgb(c) for c in NAMED_COLORS.values()}
     assert tuple(colors[2]) not in named and tuple(colors[4]) not in named and tuple(colors[2]) != tuple(colors[4])
+
+
+def test_semantic_map_grid_draws_each_image_beside_its_argmax(tiny_ckpt, tmp_path):
+    from rils.eval.patchseg import BACKGROUND_PROMPTS, COLOR_SEG_TEMPLATES, class_prompts
+    from rils.viz import semantic_map_grid
+
+    classes = ["background", "red", "blue"]
+    images = [DemoShapes("val", num_samples=3)[i]["image"] for i in range(3)]
+    fig = semantic_map_grid(rils.load_model(tiny_ckpt), images, classes,
+                            class_prompts(classes, COLOR_SEG_TEMPLATES, BACKGROUND_PROMPTS),
+                            out=tmp_path / "grid.png")
+    assert len(fig.axes) == 2 * len(images) and (tmp_path / "grid.png").stat().st_size > 0

@@ -63,6 +63,11 @@ def patch_embeddings(model, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(tokens.float(), dim=-1).reshape(B, gh, gw, -1)
 
 
+def class_prompts(classnames: list[str], templates: list[str], background: list[str]) -> list[list[str]]:
+    """The prompts of each class: the background's own, then each template filled with the class name."""
+    return [list(background)] + [[fill(t, c) for t in templates] for c in classnames[1:]]
+
+
 def text_prototypes(model, tokenizer, prompts: list[list[str]] | list[str], *, device=None,
                     precision: str = "auto") -> torch.Tensor:
     """[C, D] unit-norm prototypes. An entry that is a list of prompts is the mean of their
@@ -186,7 +191,7 @@ def evaluate_patchseg(model, tokenizer, transform, dataset, *, tau: float | None
         templates = COLOR_SEG_TEMPLATES if _color_task(dataset) else SEG_TEMPLATES
     templates = get_templates(templates, "patchseg")
     background = list(background_prompts) if background_prompts else list(BACKGROUND_PROMPTS)
-    prompts = [background] + [[fill(t, c) for t in templates] for c in classnames[1:]]
+    prompts = class_prompts(classnames, templates, background)
     protos = text_prototypes(model, tokenizer, prompts, device=device, precision=precision)
 
     C = len(classnames)

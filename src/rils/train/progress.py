@@ -86,8 +86,9 @@ class Progress:
         remaining = per_step * (self.total - step)
         self.log(f"{step - self.first} steps at {per_step:.2f} s/step: about {_duration(remaining)} to go "
                  f"({_duration(per_step * self.total)} for all {self.total} steps)")
-        rate = max(matmul_flops_per_second(self.device, "fp32"),
-                   matmul_flops_per_second(self.device, self.precision))
+        rate = matmul_flops_per_second(self.device, "fp32")
+        if self.precision not in ("fp32", "tf32"):   # measured once when the step runs in fp32
+            rate = max(rate, matmul_flops_per_second(self.device, self.precision))
         predicted = self.flops / rate
         if predicted >= MIN_PREDICTED_S and per_step > SLOW_FACTOR * predicted:
             self.log(f"warning: a step takes {per_step / predicted:.0f}x what this machine's matmul rate "
