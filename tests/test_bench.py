@@ -8,6 +8,7 @@ def test_bench_reports_flops_memory_and_ratios():
     r = run_bench("vit_nano8_32", methods=("clip", "rils"), batch=4, steps=1, warmup=0, repeats=2, device="cpu",
                   target_half_width=None)
     assert set(r["results"]) == {"rils:clip", "rils:rils", "open_clip:clip"}
+    assert r["repeats"] == 2 and set(r["intervals"]) == {"rils_over_clip_step_time", "our_clip_over_open_clip_step_time"}
     for row in r["results"].values():
         assert row["images_per_sec"] > 0 and row["gflops_per_step"] > 0 and row["peak_mem_mb"] >= 0
     # same vision and text sizes: open_clip's CLIP and ours do the same arithmetic

@@ -202,10 +202,10 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     _sync(dev)
     per_rep = {name: [] for name in steppers}     # step times of each repetition, per method
     pairs = [(k, a, b) for k, a, b in RATIOS if a in steppers and b in steppers]
-    started, r, intervals, stop_reason = time.perf_counter(), 0, {}, "repeats"
+    started, done, intervals, stop_reason = time.perf_counter(), 0, {}, "repeats"
     while True:                       # interleave: every method sees the same machine state
-        r += 1
-        say(f"repetition {r}: {steps} steps of each of {', '.join(steppers)}")
+        done += 1
+        say(f"repetition {done}: {steps} steps of each of {', '.join(steppers)}")
         for name, step in steppers.items():
             times = []
             for _ in range(steps):
@@ -215,17 +215,17 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
                 times.append(time.perf_counter() - t)
             per_rep[name].append(times)
             results[name].step_times.extend(times)
-        if r >= 2:
+        if done >= 2:
             intervals = {k: ratio_interval(per_rep[a], per_rep[b]) for k, a, b in pairs}
             say("  " + ", ".join(f"{k}: {v['median']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in intervals.items()))
-        if r < repeats:
+        if done < repeats:
             continue
         if target_half_width is None or not pairs:
             break
         if intervals and all(v["half_width"] <= target_half_width for v in intervals.values()):
             stop_reason = f"every interval's half-width <= {target_half_width}"
             break
-        if time.perf_counter() - started > max_seconds or r >= max_repeats:
+        if time.perf_counter() - started > max_seconds or done >= max_repeats:
             stop_reason = f"time or repetition cap ({max_seconds:.0f} s, {max_repeats}) before the target half-width"
             break
 
@@ -248,7 +248,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip,
-            "batch": batch, "steps": steps, "repeats": r, "stopped_because": stop_reason,
+            "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals,
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
             "results": summaries, "ratios": ratios}
