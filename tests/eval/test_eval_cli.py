@@ -46,6 +46,20 @@ def test_zeroshot_cli_writes_json_and_reuses_cache(local_dir, tmp_path, capsys):
     assert json.loads(out.read_text())["model_id"] != record["model_id"]
 
 
+def test_zeroshot_on_a_synset_named_folder_with_imagenet1k_names(local_dir, tmp_path):
+    make_image_folder(tmp_path / "val", classes=("n01440764", "n01443537", "n01484850"), per_class=2)
+    out = tmp_path / "zs.json"
+    argv = ["eval", "zeroshot", "--checkpoint", f"local-dir:{local_dir}", "--dataset", str(tmp_path / "val"),
+            "--out", str(out), *FAST]
+    assert main(argv + ["--classnames", "imagenet1k", "--templates", "imagenet1k-slip"]) == 0
+    record = json.loads(out.read_text())
+    assert record["classnames"] == ["tench", "goldfish", "great white shark"] and len(record["templates"]) == 7
+    assert record["num_samples"] == 6 and 0 <= record["metrics"]["top1"] <= 1
+    assert main(argv) == 0    # no --classnames, no --templates: found from the folder
+    record = json.loads(out.read_text())
+    assert record["classnames"][0] == "tench" and len(record["templates"]) == 80
+
+
 def test_suite_writes_markdown_and_json(local_dir, tmp_path, capsys):
     make_image_folder(tmp_path / "tree" / "train", per_class=4)
     make_image_folder(tmp_path / "tree" / "test", per_class=2, seed=1)

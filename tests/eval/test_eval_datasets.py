@@ -149,7 +149,8 @@ def test_shipped_json_has_clip_benchmark_layout():
     from rils.eval.prompts import CLASSNAMES_FILE, TEMPLATES_FILE
 
     names, templates = json.loads(CLASSNAMES_FILE.read_text()), json.loads(TEMPLATES_FILE.read_text())
-    assert {"fashion-mnist", "demo-shapes", "demo-shapes-color"} <= set(names) <= set(templates)
+    assert {"fashion-mnist", "demo-shapes", "demo-shapes-color"} <= set(names)
+    assert set(names) - set(templates) == {"caltech101_vtab"}   # as in CLIP_benchmark: it uses caltech101's
     assert len(names["fashion-mnist"]) == 10
     assert all(isinstance(v, list) and all("{c}" in t for t in v) for v in templates.values())
     with pytest.raises(ValueError, match="no shipped templates for 'nope'"):
@@ -169,3 +170,33 @@ def test_classnames_and_templates_from_an_entry_of_a_clip_benchmark_style_file(t
     assert get_templates(str(t)) == ["a photo of a {c}."]          # the only entry
     with pytest.raises(ValueError, match=r"several entries.*names.json:KEY.*cifar10, pets"):
         get_classnames(str(f))
+
+
+def test_shipped_lists_for_imagenet_and_the_common_zero_shot_sets():
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    from rils.eval import get_classnames, get_templates
+    from rils.eval.prompts import fill, imagenet_synsets
+
+    assert get_classnames("imagenet1k") == list(IMAGENET_CLASSNAMES)      # CLIP's curated names
+    assert [fill(t, "x") for t in get_templates("imagenet1k")] == [t("x") for t in OPENAI_IMAGENET_TEMPLATES]
+    assert len(get_templates("imagenet1k-slip")) == 7 and len(imagenet_synsets()) == 1000
+    sizes = {"cifar10": 10, "cifar100": 100, "stl10": 10, "food101": 101, "pets": 37, "flowers": 102,
+             "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "cars": 196, "sun397": 397, "mnist": 10}
+    assert {k: len(get_classnames(k)) for k in sizes} == sizes
+    assert all(get_templates(k) for k in sizes)
+    assert get_classnames("cifar10")[:2] == ["airplane", "automobile"]
+
+
+def test_a_folder_of_imagenet_synsets_is_read_as_imagenet(tmp_path):
+    from rils.eval.datasets import image_folder
+    from rils.eval.prompts import synset_classnames
+
+    make_image_folder(tmp_path / "val", classes=("n01443537", "n01440764"), per_class=1)
+    ds = image_folder(tmp_path / "val", "val")
+    assert ds.template_key == "imagenet1k" and ds.classnames == ["n01440764", "n01443537"]
+    assert synset_classnames(ds.classnames, get_classnames("imagenet1k")) == ["tench", "goldfish"]
+    with pytest.raises(ValueError, match="1,000-entry class name list"):
+        synset_classnames(ds.classnames, ["tench", "goldfish"])
+    make_image_folder(tmp_path / "other", classes=("n01440764", "n99999999"), per_class=1)
+    assert image_folder(tmp_path / "other", "val").template_key is None   # not an ImageNet id: plain folder

@@ -258,7 +258,11 @@ def image_folder(root: Path, split: str) -> FileDataset:
             if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
                 files.append(f)
                 labels.append(k)
-    return FileDataset(files, str(root), split, labels=labels, classnames=classes)
+    dataset = FileDataset(files, str(root), split, labels=labels, classnames=classes)
+    from .prompts import is_imagenet_synsets
+    if is_imagenet_synsets(classes):   # ImageNet's own layout: names and templates of `imagenet1k`
+        dataset.template_key = "imagenet1k"
+    return dataset
 
 
 def csv_dataset(path: Path, split: str, *, kind: str, image_key: str = "filepath",

@@ -2,13 +2,20 @@
 
 The JSON files in `templates/` use CLIP_benchmark's layout (`{dataset: [names]}` and
 `{dataset: [templates]}`, `{c}` marks the class name), so files from CLIP_benchmark can be dropped
-in and ours can be read by it. Keys: `fashion-mnist`, `demo-shapes` (task "shape"),
-`demo-shapes-color` (task "color") and `default` (templates only: a subset of CLIP's ImageNet
-templates, used for path datasets).
+in and ours can be read by it. Keys: ours (`fashion-mnist`, `demo-shapes` for task "shape",
+`demo-shapes-color` for task "color", `default`: templates only, a subset of CLIP's ImageNet
+templates used for path datasets) and every list CLIP_benchmark ships or reads from torchvision,
+under CLIP_benchmark's keys (`imagenet1k` with CLIP's 80 templates, `imagenet1k-slip` with the 7
+SLIP evaluates with, `cifar10`, `cifar100`, `stl10`, `food101`, `pets`, `flowers`, `dtd`,
+`eurosat`, ...; templates/NOTICE.md says where each comes from).
+
+An ImageFolder whose sub-folders are ImageNet-1k WordNet ids (`n01440764`, ...) is read as
+ImageNet: its classes take `imagenet1k`'s names (`synset_classnames`).
 """
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,3 +75,30 @@ def has_shipped(kind: str, key: str | None) -> bool:
 def fill(template: str, classname: str) -> str:
     # CLIP_benchmark formats with `{c}`; CLIP's notebook and rils.data.demo use `{}`. Accept both.
     return template.format(c=classname) if "{c}" in template else template.format(classname)
+
+
+_SYNSET = re.compile(r"n\d{8}")
+
+
+@lru_cache(maxsize=1)
+def imagenet_synsets() -> tuple[str, ...]:
+    """ImageNet-1k's WordNet ids in class-index order, the order of the `imagenet1k` names (timm
+    ships the list)."""
+    from timm.data import ImageNetInfo
+    return tuple(ImageNetInfo("imagenet-1k").label_names())
+
+
+def is_imagenet_synsets(folder_names: list[str]) -> bool:
+    """True when every name is an ImageNet-1k WordNet id (the layout of ImageNet's train/val)."""
+    return bool(folder_names) and all(_SYNSET.fullmatch(n) for n in folder_names) \
+        and set(folder_names) <= set(imagenet_synsets())
+
+
+def synset_classnames(synsets: list[str], imagenet_names: list[str]) -> list[str]:
+    """The names of `synsets` (any subset of ImageNet-1k, in any order), picked from a 1,000-entry
+    list in ImageNet's class order (`imagenet1k`, or a user's own list in that order)."""
+    if len(imagenet_names) != 1000:
+        raise ValueError(f"the class folders are ImageNet WordNet ids, which need a 1,000-entry class "
+                         f"name list in ImageNet's order; got {len(imagenet_names)} names")
+    index = {w: k for k, w in enumerate(imagenet_synsets())}
+    return [imagenet_names[index[w]] for w in synsets]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..precision import autocast
 from .datasets import EvalDataset
 from .features import eval_mode, image_features, model_device
-from .prompts import fill, get_classnames, get_templates, has_shipped
+from .prompts import fill, get_classnames, get_templates, has_shipped, is_imagenet_synsets, synset_classnames
 from .protocol import Protocol
 
 
@@ -63,7 +63,7 @@ def evaluate_zeroshot(model, tokenizer, transform, dataset: EvalDataset, *, clas
 
     `classnames` / `templates`: a list, a key of the shipped JSON files, or a JSON file; by default
     the dataset's shipped entry (the dataset's own class names and the generic "default" templates
-    for a path dataset). `extract`: options of `features.image_features` (batch_size, cache, ...).
+    for a path dataset; `imagenet1k`'s names and 80 templates for a folder of ImageNet synsets). `extract`: options of `features.image_features` (batch_size, cache, ...).
     """
     labels = dataset.require_labels()
     key = dataset.template_key
@@ -72,6 +72,8 @@ def evaluate_zeroshot(model, tokenizer, transform, dataset: EvalDataset, *, clas
             [c.replace("_", " ") for c in dataset.classnames]  # folder names often use underscores
     else:
         classnames = get_classnames(classnames, key)
+    if len(classnames) != len(dataset.classnames) and is_imagenet_synsets(dataset.classnames):
+        classnames = synset_classnames(dataset.classnames, classnames)   # a synset folder, all or part of ImageNet
     if len(classnames) != len(dataset.classnames):
         raise ValueError(f"{len(classnames)} class names given for {len(dataset.classnames)} classes")
     if templates is None:
