@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+PRECISION=${PRECISION:-fp32}   # fp32 as an AVX2 laptop runs it; PRECISION=auto is faster where bf16 is native
 RES=docs/results/demo_study
 mkdir -p "$RES"
 declare -A VARIANTS=(
@@ -15,6 +16,9 @@ declare -A VARIANTS=(
   [p32_onecolor_b64_s300]="model.preset=vit_ti8_32 data.demo_one_color=true train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
   [mixed_b64_s150]="train.max_steps=150 train.lr=2e-3 train.warmup_steps=15"
   [onecolor_b64_s150]="data.demo_one_color=true train.max_steps=150 train.lr=2e-3 train.warmup_steps=15"
+  [clip_p32_mixed_b64_s300]="method=clip model.preset=vit_ti8_32 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [p32_nocrop_b64_s300]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [clip_p32_nocrop_b64_s300]="method=clip model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
 )
 names=("$@"); [ ${#names[@]} -gt 0 ] || names=($(printf '%s\n' "${!VARIANTS[@]}" | sort))
 for name in "${names[@]}"; do
@@ -22,7 +26,7 @@ for name in "${names[@]}"; do
   out=runs/demo_study/$name
   rm -rf "$out"
   start=$(date +%s)
-  $PY -m rils demo --out "$out" train.precision=fp32 ${VARIANTS[$name]} > "$out.log" 2>&1 || { echo "$name failed: see $out.log"; continue; }
+  $PY -m rils demo --out "$out" train.precision=$PRECISION ${VARIANTS[$name]} > "$out.log" 2>&1 || { echo "$name failed: see $out.log"; continue; }
   $PY - "$out/results.json" "$RES/$name.json" "$(( $(date +%s) - start ))" "${VARIANTS[$name]}" <<'PY'
 import json, platform, sys
 r = json.load(open(sys.argv[1]))
