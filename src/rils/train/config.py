@@ -97,6 +97,15 @@ class TrainConfig:
 
 
 @dataclass
+class LoggingConfig:
+    tensorboard: bool = True      # TensorBoard events in <output_dir>/tb (metrics.jsonl is always written)
+    wandb: bool = False           # Weights & Biases: the metrics.jsonl values and the config; needs `pip install 'rils[wandb]'`; WANDB_MODE=offline works without network
+    wandb_project: str = "rils"   # W&B project
+    wandb_entity: str = ""        # W&B team or user; "" = your default
+    wandb_name: str = ""          # W&B run name; "" = the output folder's name
+
+
+@dataclass
 class Config:
     method: str = "rils"          # rils, rils_prototypes, clip, mae, mae_clip, slip, simclr
     output_dir: str = "runs/default"  # run folder
@@ -108,6 +117,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: MethodOptions = field(default_factory=MethodOptions)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -297,6 +307,10 @@ def validate(cfg: Config) -> None:
         if not ok:
             value = eval_key(cfg, key)
             raise ConfigError(f"{key}: {msg}, got {_show(value)}")
+    if cfg.logging.wandb:
+        import importlib.util
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("logging.wandb: true needs the wandb package (pip install 'rils[wandb]')")
     if cfg.model.lock_image_unlocked_groups and not cfg.model.lock_image:
         raise ConfigError(f"model.lock_image_unlocked_groups: only means something with model.lock_image=true, "
                           f"got {cfg.model.lock_image_unlocked_groups} with model.lock_image=false")

@@ -305,7 +305,7 @@ def train(cfg: Config) -> Path:
         log(init_from(method, cfg.init_from))
     if locked:
         log(f"locked (frozen, no optimiser state): {', '.join(locked)}")
-    metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main)
+    metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
     forward = torch.compile(net) if cfg.train.compile else net

@@ -1,17 +1,21 @@
-"""metrics.jsonl and TensorBoard: what a run logs, written by rank 0 only."""
+"""metrics.jsonl, TensorBoard and Weights & Biases: what a run logs, written by rank 0 only."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+
+WANDB_ID_FILE = "wandb_run_id"   # in the run folder: a resumed run continues the same W&B run
 
 
 class MetricsLog:
-    """metrics.jsonl (one object per logged step) and TensorBoard, written by rank 0 only."""
+    """metrics.jsonl (one object per logged step), TensorBoard and W&B (`logging`), rank 0 only.
+    TensorBoard and W&B get the same values as metrics.jsonl, nested dicts as "key/subkey"."""
 
-    def __init__(self, out: Path, resume_step: int | None, enabled: bool):
+    def __init__(self, out: Path, resume_step: int | None, enabled: bool, logging=None, config: dict | None = None):
         self.enabled = enabled
         self.path = out / "metrics.jsonl"
-        self.tb = None
+        self.tb = self.wandb = None
         if not enabled:
             return
         self.failed = False
@@ -23,8 +27,11 @@ class MetricsLog:
             self.path.write_text("".join(k + "\n" for k in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
-        from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(str(out / "tb"))
+        if logging is None or logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"))
+        if logging is not None and logging.wandb:
+            self.wandb = _start_wandb(out, resume_step is not None, logging, config or {})
 
     def write(self, record: dict, log=None) -> None:
         if not self.enabled:
@@ -36,16 +43,52 @@ class MetricsLog:
             if not self.failed and log is not None:
                 log(f"warning: could not append to {self.path}: {exc.strerror or exc}")
             self.failed = True
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",):
+        scalars = _scalars(record)
+        if self.tb is not None:
+            for k, v in scalars.items():
                 self.tb.add_scalar(k, v, record["step"])
-            elif isinstance(v, dict):
-                for kk, vv in v.items():
-                    self.tb.add_scalar(f"{k}/{kk}", vv, record["step"])
+        if self.wandb is not None:
+            # "step" is a logged value that every chart is drawn against (define_metric), not W&B's
+            # own step counter: a resumed run re-logs the steps after its checkpoint, which W&B's
+            # monotonic counter would drop.
+            self.wandb.log({"step": record["step"], **scalars})
 
     def close(self):
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _scalars(record: dict) -> dict:
+    """The numbers of a metrics record, one level of nesting flattened to "key/subkey"."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+            out[k] = v
+        elif isinstance(v, dict):
+            out.update({f"{k}/{kk}": vv for kk, vv in v.items()
+                        if isinstance(vv, (int, float)) and not isinstance(vv, bool)})
+    return out
+
+
+def _start_wandb(out: Path, resuming: bool, logging, config: dict):
+    """wandb.init with the run id kept in the run folder: a resumed run continues it; a fresh run
+    (a new or overwritten folder) gets a new one."""
+    import wandb
+
+    id_file = out / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else ""
+    if not run_id:
+        run_id = uuid.uuid4().hex[:16]
+        id_file.write_text(run_id + "\n")
+    run = wandb.init(project=logging.wandb_project, entity=logging.wandb_entity or None,
+                     name=logging.wandb_name or out.resolve().name, id=run_id, resume="allow",
+                     config=config, dir=str(out))
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")
+    return run
 
 
 def _json_record(line: str):
