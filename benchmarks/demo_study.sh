@@ -18,6 +18,9 @@ declare -A VARIANTS=(
   [onecolor_b64_s150]="data.demo_one_color=true train.max_steps=150 train.lr=2e-3 train.warmup_steps=15"
   [clip_p32_mixed_b64_s300]="method=clip model.preset=vit_ti8_32 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
   [p32_nocrop_b64_s300]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
+  [p32_nocrop_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0"
+  [p32_nocrop_lr2e3_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.lr=2e-3"
+  [p32_nocrop_colorless30_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 data.demo_colorless_captions=0.3"
   [clip_p32_nocrop_b64_s300]="method=clip model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
 )
 names=("$@"); [ ${#names[@]} -gt 0 ] || names=($(printf '%s\n' "${!VARIANTS[@]}" | sort))

@@ -33,7 +33,8 @@ def test_forward_backward_reaches_every_parameter(name):
                if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert no_grad == []
     frozen = [n for n, p in method.named_parameters() if not p.requires_grad]
-    assert all("pos_embed" in n for n in frozen)
+    assert all("pos_embed" in n or n.startswith("teacher.") for n in frozen)   # fixed positions, the frozen teacher
+    assert any(n.startswith("teacher.") for n in frozen) == method.needs_teacher
 
 
 def test_rils_loss_is_eq_10():

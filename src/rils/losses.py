@@ -109,6 +109,15 @@ def mae_pixel_loss(images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
 
 
 @fp32
+def masked_feature_loss(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CLIP-guided MIM (the CLIP→MIM row of Table 9, MILAN's form): 1 - cosine similarity between the
+    predicted and the frozen teacher's patch features, averaged over the masked patches."""
+    per_patch = 1 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
+    m = mask.float()
+    return (per_patch * m).sum() / m.sum()
+
+
+@fp32
 def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True) -> torch.Tensor:
     """NT-Xent on two views (SimCLR; SLIP's form), negatives from the global batch of both views."""
     q1 = F.normalize(z1.float(), dim=-1)

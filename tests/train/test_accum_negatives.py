@@ -9,7 +9,7 @@ import torch
 from .accum_worker import build, compare, global_batch, one_step, seed_with_matches
 from .helpers import run
 
-EXACT = ["clip", "rils", "mae", "mae_clip", "rils_prototypes"]
+EXACT = ["clip", "rils", "mae", "mae_clip", "rils_prototypes", "clip_target_mim"]
 
 
 def assert_same_step(result, method):

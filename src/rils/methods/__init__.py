@@ -11,6 +11,7 @@ from dataclasses import fields
 
 from .base import MethodOptions, PretrainMethod
 from .clip import CLIP
+from .clip_target_mim import CLIPTargetMIM
 from .mae import MAE
 from .mae_clip import MAECLIP
 from .rils import RILS
@@ -33,7 +34,7 @@ def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
     return cls
 
 
-for _cls in (CLIP, MAE, MAECLIP, SLIP, SimCLR, RILS, RILSPrototypes):
+for _cls in (CLIP, MAE, MAECLIP, SLIP, SimCLR, RILS, RILSPrototypes, CLIPTargetMIM):
     register_method(_cls)
 
 

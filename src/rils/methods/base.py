@@ -98,6 +98,7 @@ class PretrainMethod(nn.Module):
     decoder_kind: str | None = None  # "latent" (RILS), "pixel" (MAE) or None: no decoder
     needs_views = False             # the batch carries two extra augmented views (SLIP/SimCLR)
     min_batch = 2                   # contrastive methods need a negative in the batch
+    needs_teacher = False           # holds a frozen `teacher` image tower, loaded from `model.teacher`
     # Two-phase interface (gradient accumulation with the whole accumulated batch as negatives):
     # `features(batch)` runs the per-sample part of the forward and returns a dict that holds, under
     # the keys in `pooled`, the per-sample tensors [B, ...] that enter cross-sample terms (embeddings,

@@ -24,7 +24,7 @@ from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save
 from ..data.loader import DataFault, note_position
 from .config import Config, ConfigError, dump_config
 from .data import build_train_data, epoch_batches
-from .init_from import init_from, lock_towers
+from .init_from import init_from, load_teacher, lock_towers
 from .metrics import MetricsLog, _json_record
 from .optim import adamw, param_groups, warmup_cosine
 from .progress import Progress, estimate_step_flops
@@ -303,6 +303,8 @@ def train(cfg: Config) -> Path:
             log(f"init_from={cfg.init_from} ignored: resuming from {found[1]} (step {start_step}) wins")
     elif cfg.init_from:   # every rank loads the same weights; optimiser, schedule and step start fresh
         log(init_from(method, cfg.init_from))
+    if ckpt is None and type(method).needs_teacher:   # a resumed run has its teacher in the checkpoint
+        log(load_teacher(method, cfg.model.teacher))
     if locked:
         log(f"locked (frozen, no optimiser state): {', '.join(locked)}")
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())

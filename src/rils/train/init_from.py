@@ -77,6 +77,27 @@ def init_from(method: nn.Module, spec: str) -> str:
             f"{', '.join(fresh) or 'nothing'}; ignored {', '.join(ignored) or 'nothing'}")
 
 
+def load_teacher(method: nn.Module, spec: str) -> str:
+    """Fill a method's frozen `teacher` image tower (trunk and θ) from `spec` (`model.teacher`): any
+    run of ours with an image projection, or an open_clip export; returns the one-line report."""
+    source = source_state(spec)
+    want = method.teacher.state_dict()
+    prefix = "model.visual."
+    missing = [k for k in want if prefix + k not in source]
+    if missing:
+        has_head = any(k.startswith(prefix + "head.") for k in source)
+        why = "no image projection θ (a run without a text tower?)" if not has_head else f"no key {prefix + missing[0]}"
+        raise ConfigError(f"model.teacher: {spec} has {why}; the teacher must be a CLIP-style run (clip, slip, rils, ...) "
+                          f"of the same preset")
+    for k, v in want.items():
+        if tuple(source[prefix + k].shape) != tuple(v.shape):
+            raise ConfigError(f"model.teacher: shape mismatch at visual.{k}: {tuple(source[prefix + k].shape)} in "
+                              f"{spec}, {tuple(v.shape)} in this model (the teacher must have the same preset)")
+    method.teacher.load_state_dict({k: source[prefix + k] for k in want})
+    method.teacher.requires_grad_(False)
+    return f"teacher {spec}: image trunk and θ loaded, frozen"
+
+
 def lock_towers(model: nn.Module, lock_image: bool, unlocked_groups: int, lock_text: bool) -> list[str]:
     """Freeze (requires_grad False) the image tower (trunk and θ; the last `unlocked_groups` blocks
     and the final norm stay trainable) and/or the text tower (the logit scale stays trainable).
