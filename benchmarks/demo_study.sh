@@ -21,6 +21,8 @@ declare -A VARIANTS=(
   [p32_nocrop_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0"
   [p32_nocrop_lr2e3_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.lr=2e-3"
   [p32_nocrop_colorless30_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 data.demo_colorless_captions=0.3"
+  [p32_nocrop_onecolor_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 data.demo_one_color=true"
+  [p32_nocrop_max2_b64_s200]="model.preset=vit_ti8_32 data.min_crop_scale=1.0 data.demo_max_shapes=2"
   [clip_p32_nocrop_b64_s300]="method=clip model.preset=vit_ti8_32 data.min_crop_scale=1.0 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"
 )
 names=("$@"); [ ${#names[@]} -gt 0 ] || names=($(printf '%s\n' "${!VARIANTS[@]}" | sort))

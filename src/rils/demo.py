@@ -75,20 +75,22 @@ def run_demo(out: str, overrides: list[str]) -> int:
     return 0
 
 
-def score_on_shapes(loaded, linear: bool = False, precision: str = "auto") -> dict:
+def score_on_shapes(loaded, linear: bool = False, precision: str = "auto", linear_train_samples: int = 5000,
+                    val_samples: int | None = None) -> dict:
     """The held-out scores of the shapes corpus: zero-shot top-1 by shape kind and by colour (and
     their mean), retrieval R@1 both ways, zero-shot colour patch segmentation (mIoU next to the
-    all-background floor); with `linear`, a linear probe of the shape kind (5,000 train images -> held-out),
-    the only one of these a model without a text tower gets. The patchseg record rides along under
+    all-background floor); with `linear`, a linear probe of the shape kind (`linear_train_samples` train images -> held-out),
+    the only one of these a model without a text tower gets; `val_samples`: fewer held-out images
+    (None: the whole split, 1,000). The patchseg record rides along under
     "_patchseg" for the pictures."""
     from .eval import run_protocol
 
     extract = dict(use_cache=False, progress=False, num_workers=0)
-    demo = {"image_size": 64, "seed": 0}
+    demo = {"image_size": 64, "seed": 0, **({"num_samples": val_samples} if val_samples else {})}
     results: dict = {}
     if linear:
         _say("linear probe of the shape kind (train split -> held-out) ...")
-        lin = run_protocol(loaded, "linear", "demo-shapes", split="val", precision=precision, num_train_samples=5000,
+        lin = run_protocol(loaded, "linear", "demo-shapes", split="val", precision=precision, num_train_samples=linear_train_samples,
                            dataset_options={"task": "shape", **demo}, extract=extract)
         results.update(linear_top1=lin["metrics"]["top1"], linear=lin["metrics"],
                        linear_train_samples=lin.get("num_train"), precision=lin["precision"])

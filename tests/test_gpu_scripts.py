@@ -1,0 +1,36 @@
+"""The scripts a session with a lent GPU runs (benchmarks/gpu.sh, benchmarks/gpu_repro.sh) run their
+CPU paths here, tiny, so they cannot rot between GPU sessions."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script, tmp_path, **env):
+    e = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"),
+         "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(["bash", str(REPO / "benchmarks" / script)], env=e, capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+
+
+def test_gpu_sh_cpu_path_benches_and_prints_the_table(tmp_path):
+    proc = _run("gpu.sh", tmp_path, GPU_SH_TINY="1")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "bench_vit_nano8_32_b8_eager.json").read_text())
+    assert {"rils:clip", "rils:rils", "open_clip:clip"} <= set(report["results"])
+    assert "| run | step | images/s | MFU | peak MB |" in proc.stdout
+    assert "rils_over_clip_step_time" in proc.stdout.splitlines()[-1]
+
+
+def test_gpu_repro_cpu_path_prints_the_endpoints(tmp_path):
+    proc = _run("gpu_repro.sh", tmp_path, GPU_REPRO_TINY="1")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for m in ("clip", "rils"):
+        r = json.loads((tmp_path / "out" / f"repro_{m}.json").read_text())
+        assert 0 <= r["zeroshot_top1"] <= 1 and 0 <= r["linear_top1"] <= 1 and r["method"] == m
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-6].startswith("| endpoint | CLIP (2 steps) | RILS (2 steps) | RILS - CLIP |")
+    assert lines[-1].startswith("| linear probe, shape |")
