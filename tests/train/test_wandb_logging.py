@@ -72,5 +72,9 @@ def test_wandb_without_the_package_is_a_one_line_config_error(monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"logging.wandb_project: must name a W&B project"):
+        load_config("demo", ["logging.wandb=true", "logging.wandb_project="])
+    with pytest.raises(ConfigError, match=r"logging.tensorboard: expected bool, got .maybe."):
+        load_config("demo", ["logging.tensorboard=maybe"])
     with pytest.raises(ConfigError, match=r"logging.wandb: true needs the wandb package \(pip install 'rils\[wandb\]'\)"):
         load_config("demo", ["logging.wandb=true"])

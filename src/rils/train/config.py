@@ -333,6 +333,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.teacher: method {cfg.method} needs a teacher (a CLIP-style run's checkpoint or export)")
     if cfg.model.teacher and not _exists(cfg.model.teacher.removeprefix("local-dir:")):
         raise ConfigError(f"model.teacher: not found: {_show(cfg.model.teacher)}")
+    if cfg.logging.wandb and not cfg.logging.wandb_project.strip():
+        raise ConfigError("logging.wandb_project: must name a W&B project, got ''")
     if cfg.logging.wandb:
         import importlib.util
         if importlib.util.find_spec("wandb") is None:
