@@ -13,16 +13,15 @@ from torch import nn
 
 from .. import losses as L
 from ..model.vision import VisionEncoder
-from .base import PretrainMethod, pooled_share
+from .base import pooled_share
+from .mae import MAE
 
 
-class CLIPTargetMIM(PretrainMethod):
+class CLIPTargetMIM(MAE):
+    """MAE's masking and encoder-decoder (its `features`), with the teacher's features as targets."""
     name = "clip_target_mim"
-    needs_text = False
     decoder_kind = "latent"
     needs_teacher = True
-    min_batch = 1
-    pooled = ("masked",)
 
     def __init__(self, model, options=None):
         super().__init__(model, options)
@@ -31,12 +30,6 @@ class CLIPTargetMIM(PretrainMethod):
         self.target_head = nn.Linear(preset.width, preset.embed_dim)   # decoder width -> teacher's θ space
         nn.init.xavier_uniform_(self.target_head.weight)
         nn.init.zeros_(self.target_head.bias)
-
-    def features(self, batch):
-        patches = self.model.visual.embed_patches(batch["image"])
-        ids_keep, mask, ids_restore = self.masked_view(patches, batch)
-        return {"masked": mask.sum(dim=1), "patches": patches, "ids_keep": ids_keep, "mask": mask,
-                "ids_restore": ids_restore}
 
     def loss_from(self, batch, feats, pool=None):
         visual, mask = self.model.visual, feats["mask"]
