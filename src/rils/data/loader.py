@@ -107,12 +107,51 @@ class MapStyleTrain(Dataset):
                              f"({describe_skips(failed)}); is data.path right?")
 
 
-class RankBatches(Sampler):
-    """This rank's rows of every global batch of one epoch, from `start_step` on."""
+def unique_key_order(perm: list[int], keys, group: int, length: int) -> list[int]:
+    """`perm` rearranged so that every run of `group` consecutive indices (aligned to 0) holds distinct
+    keys: an index whose key is already in the group being filled waits, in order, for the next one.
+    When the indices run out before `length`, the last groups are topped up from the start of `perm`
+    (a few samples seen twice in that epoch), so an epoch keeps its length. Deterministic in `perm`."""
+    out, waiting, pos, top = [], [], 0, 0
+    while len(out) < length:
+        batch, seen, rest = [], set(), []
+        for i in waiting:
+            if len(batch) < group and keys[i] not in seen:
+                batch.append(i)
+                seen.add(keys[i])
+            else:
+                rest.append(i)
+        waiting = rest
+        while len(batch) < group and pos < len(perm):
+            i = perm[pos]
+            pos += 1
+            if keys[i] in seen:
+                waiting.append(i)
+            else:
+                batch.append(i)
+                seen.add(keys[i])
+        for _ in range(len(perm)):   # the epoch's end: top up from its start, where the last top-up stopped
+            if len(batch) == group:
+                break
+            i = perm[top % len(perm)]
+            top += 1
+            if keys[i] not in seen:
+                batch.append(i)
+                seen.add(keys[i])
+        out.extend(batch)
+    return out[:length]
 
-    def __init__(self, n: int, seed: int, epoch: int, rank: int, world: int, batch_size: int, start_step: int = 0):
+
+class RankBatches(Sampler):
+    """This rank's rows of every global batch of one epoch, from `start_step` on. With `keys`
+    (`data.unique_captions`), no two samples of one group of `group` consecutive global rows (an
+    accumulated global batch) share a key."""
+
+    def __init__(self, n: int, seed: int, epoch: int, rank: int, world: int, batch_size: int, start_step: int = 0,
+                 keys=None, group: int = 0):
         self.n, self.seed, self.epoch = n, seed, epoch
         self.rank, self.world, self.b, self.start = rank, world, batch_size, start_step
+        self.keys, self.group = keys, group or batch_size * world
 
     def steps(self) -> int:
         return self.n // (self.b * self.world)
@@ -124,6 +163,8 @@ class RankBatches(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(self.n, generator=g).tolist()
         G = self.b * self.world
+        if self.keys is not None:
+            perm = unique_key_order(perm, self.keys, self.group, self.steps() * G)
         for t in range(self.start, self.steps()):
             lo = t * G + self.rank * self.b
             yield perm[lo:lo + self.b]
@@ -372,7 +413,8 @@ def _leave_stop_signals_to_the_main_process(_worker_id: int) -> None:
 def make_loader(kind: str, source, maker: SampleMaker, *, seed: int, epoch: int, rank: int, world: int,
                 batch_size: int, workers: int, start_step: int = 0, resampled: bool = False,
                 shuffle_buffer: int = 1000, pin_memory: bool = False, num_samples: int | None = None,
-                position: dict | None = None, sizes: dict | None = None, track: dict | None = None):
+                position: dict | None = None, sizes: dict | None = None, track: dict | None = None,
+                unique_keys=None, unique_group: int = 0):
     """An iterator over this rank's batches of `epoch`, starting at `start_step`. Shards: with
     `position` (what a checkpoint recorded) each worker starts where the interrupted run stood,
     without reading the samples it had used; without it the used batches are read again and dropped
@@ -388,5 +430,6 @@ def make_loader(kind: str, source, maker: SampleMaker, *, seed: int, epoch: int,
         for _ in range(0 if position else start_step):  # replay what the interrupted run had used
             note_position(track if track is not None else {}, next(it))
         return it
-    sampler = RankBatches(num_samples or len(source), seed, epoch, rank, world, batch_size, start_step)
+    sampler = RankBatches(num_samples or len(source), seed, epoch, rank, world, batch_size, start_step,
+                          unique_keys, unique_group)
     return iter(DataLoader(MapStyleTrain(source, maker, seed, epoch), batch_sampler=sampler, **common))

@@ -63,6 +63,7 @@ class DataConfig:
     shuffle_buffer: int = 1000    # sample shuffle buffer per worker (shards)
     workers: int = 2              # data loader processes per rank
     min_crop_scale: float = 0.5   # random resized crop scale range (min, 1)
+    unique_captions: bool = False  # csv/folder: no two samples of an accumulated global batch share a caption (duplicates wait for a later batch)
     demo_one_color: bool = False  # demo source: every shape of an image in the dominant one's colour
     demo_colorless_captions: float = 0.0  # demo source: share of captions that name shapes without colours
     demo_max_shapes: int = 3      # demo source: at most this many shapes per image (1-3)
@@ -333,6 +334,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.teacher: method {cfg.method} needs a teacher (a CLIP-style run's checkpoint or export)")
     if cfg.model.teacher and not _exists(cfg.model.teacher.removeprefix("local-dir:")):
         raise ConfigError(f"model.teacher: not found: {_show(cfg.model.teacher)}")
+    if cfg.data.unique_captions and cfg.data.source not in ("csv", "folder"):
+        raise ConfigError(f"data.unique_captions: needs a csv or folder source (globally shuffled), got "
+                          f"{cfg.data.source}; shards stream through a shuffle buffer: convert them with "
+                          f"benchmarks/shards_to_csv.py")
     if cfg.logging.wandb and not cfg.logging.wandb_project.strip():
         raise ConfigError("logging.wandb_project: must name a W&B project, got ''")
     if cfg.logging.wandb:

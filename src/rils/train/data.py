@@ -20,6 +20,7 @@ class TrainData:
     maker: SampleMaker
     num_samples: int
     sizes: dict = field(default_factory=dict)   # shards: sample counts the shards' folder lists
+    caption_keys: list | None = None             # data.unique_captions: each sample's caption
 
     def micro_batches_per_epoch(self, batch_size: int, world: int) -> int:
         return self.num_samples // (batch_size * world)
@@ -47,7 +48,20 @@ def build_train_data(cfg) -> TrainData:
         src = sources.folder_source(d.path)
     check_readable(src, maker)   # data that yields nothing is bad input (exit 2), said before the first step
     n = min(d.num_samples, len(src)) if d.num_samples else len(src)
-    return TrainData("map", src, maker, n)
+    keys = None
+    if d.unique_captions:
+        keys = [" ".join((c or "").split()) for _, c in src.pairs]   # identical up to white space
+        group = cfg.train.batch_size * cfg.train.accum_steps * _world()
+        distinct = len(set(keys[:n]))
+        if distinct < group:
+            raise ValueError(f"data.unique_captions: {d.path} has {distinct} distinct captions, fewer than "
+                             f"an accumulated global batch of {group}")
+    return TrainData("map", src, maker, n, caption_keys=keys)
+
+
+def _world() -> int:
+    from ..distributed import world_size
+    return world_size()
 
 
 def epoch_batches(data: TrainData, cfg, *, epoch: int, rank: int, world: int, start: int, pin_memory: bool,
@@ -59,4 +73,5 @@ def epoch_batches(data: TrainData, cfg, *, epoch: int, rank: int, world: int, st
                        batch_size=cfg.train.batch_size, workers=cfg.data.workers, start_step=start,
                        resampled=cfg.data.resampled, shuffle_buffer=cfg.data.shuffle_buffer,
                        pin_memory=pin_memory, num_samples=data.num_samples, position=position,
-                       sizes=data.sizes, track=track)
+                       sizes=data.sizes, track=track, unique_keys=data.caption_keys,
+                       unique_group=cfg.train.batch_size * cfg.train.accum_steps * world)
