@@ -13,7 +13,7 @@ from rils.train.data import build_train_data, epoch_batches
 from .helpers import TINY
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(n=st.integers(8, 120), distinct=st.integers(4, 30), group=st.integers(1, 4), seed=st.integers(0, 99))
 def test_every_aligned_group_has_distinct_keys(n, distinct, group, seed):
     rng = np.random.default_rng(seed)
@@ -26,10 +26,19 @@ def test_every_aligned_group_has_distinct_keys(n, distinct, group, seed):
     for lo in range(0, length, group):
         chunk = [keys[i] for i in order[lo:lo + group]]
         assert len(set(chunk)) == len(chunk)
-    counts = np.bincount(order, minlength=n)
-    assert counts.max() <= 2                      # topped-up samples are seen at most twice
     if len(set(keys)) == n:
         assert order == perm[:length]             # nothing to defer: the plain shuffle
+
+
+def test_few_samples_are_seen_twice_with_many_copies_per_caption():
+    """Fashion-MNIST's shape: 130 captions, many copies each, batch 64: only the epoch's last batches
+    need topping up, so few slots hold a sample seen twice and few samples are left out."""
+    rng = np.random.default_rng(0)
+    n, group = 6000, 64
+    keys = [f"c{k}" for k in rng.integers(0, 130, n)]
+    order = unique_key_order(rng.permutation(n).tolist(), keys, group, (n // group) * group)
+    repeated = len(order) - len(set(order))
+    assert repeated < 0.03 * len(order), repeated
 
 
 def test_ranks_split_unique_groups_and_resume_skips_alike():

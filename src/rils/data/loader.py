@@ -111,7 +111,8 @@ def unique_key_order(perm: list[int], keys, group: int, length: int) -> list[int
     """`perm` rearranged so that every run of `group` consecutive indices (aligned to 0) holds distinct
     keys: an index whose key is already in the group being filled waits, in order, for the next one.
     When the indices run out before `length`, the last groups are topped up from the start of `perm`
-    (a few samples seen twice in that epoch), so an epoch keeps its length. Deterministic in `perm`."""
+    (samples seen again in that epoch; the waiting ones left at the end are not seen), so an epoch keeps
+    its length. Deterministic in `perm`."""
     out, waiting, pos, top = [], [], 0, 0
     while len(out) < length:
         batch, seen, rest = [], set(), []
