@@ -14,7 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu_wheels
 if [ "${1:-}" = "--prepare" ]; then
-  ${PIP:-.venv/bin/pip} download --no-deps -d "$WHEELS" open_clip_torch ftfy wcwidth
+  # the versions this checkout is tested with (the ones in .venv), so the device runs the same code
+  PIP=${PIP:-.venv/bin/pip}
+  pins=$($PIP list --format=freeze 2>/dev/null | grep -i -E '^(open.clip.torch|ftfy|wcwidth)==' || true)
+  $PIP download --no-deps -d "$WHEELS" ${pins:-open_clip_torch ftfy wcwidth}
   exit 0
 fi
 PY=${PY:-python3}
