@@ -26,7 +26,12 @@ class TrainData:
         return self.num_samples // (batch_size * world)
 
 
-def build_train_data(cfg) -> TrainData:
+def unique_group(cfg, world: int) -> int:
+    """The rows that `data.unique_captions` keeps free of duplicate captions: one accumulated global batch."""
+    return cfg.train.batch_size * cfg.train.accum_steps * world
+
+
+def build_train_data(cfg, world: int = 1) -> TrainData:
     preset = get_preset(cfg.model.preset)
     method = METHODS[cfg.method]
     maker = SampleMaker(train_transform(preset.image_size, cfg.data.min_crop_scale),
@@ -51,17 +56,12 @@ def build_train_data(cfg) -> TrainData:
     keys = None
     if d.unique_captions:
         keys = [" ".join((c or "").split()) for _, c in src.pairs]   # identical up to white space
-        group = cfg.train.batch_size * cfg.train.accum_steps * _world()
+        group = unique_group(cfg, world)
         distinct = len(set(keys[:n]))
         if distinct < group:
             raise ValueError(f"data.unique_captions: {d.path} has {distinct} distinct captions, fewer than "
                              f"an accumulated global batch of {group}")
     return TrainData("map", src, maker, n, caption_keys=keys)
-
-
-def _world() -> int:
-    from ..distributed import world_size
-    return world_size()
 
 
 def epoch_batches(data: TrainData, cfg, *, epoch: int, rank: int, world: int, start: int, pin_memory: bool,
@@ -74,4 +74,4 @@ def epoch_batches(data: TrainData, cfg, *, epoch: int, rank: int, world: int, st
                        resampled=cfg.data.resampled, shuffle_buffer=cfg.data.shuffle_buffer,
                        pin_memory=pin_memory, num_samples=data.num_samples, position=position,
                        sizes=data.sizes, track=track, unique_keys=data.caption_keys,
-                       unique_group=cfg.train.batch_size * cfg.train.accum_steps * world)
+                       unique_group=unique_group(cfg, world))

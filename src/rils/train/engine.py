@@ -259,7 +259,7 @@ def train(cfg: Config) -> Path:
     method.to(device).train()
 
     try:
-        data = build_train_data(cfg)
+        data = build_train_data(cfg, world)
     except (ValueError, OSError) as exc:   # no shards, a missing CSV column, an empty folder, ...
         msg = str(exc)
         raise ConfigError(msg if msg.startswith("data") else f"data.path: {msg}") from None
