@@ -1,68 +1,144 @@
-"""Render benchmarks/results/*.json (from `rils bench`) as the tables of docs/PERFORMANCE.md, between
-its `perf:begin/end` markers (the prose around them is kept). Usage: python benchmarks/perf_tables.py"""
+"""Render benchmarks/results/*.json (from `rils bench` and benchmarks/compile_check.py) as the tables
+of docs/PERFORMANCE.md, between its `perf:begin/end` markers (the prose around them is kept): one
+section per kind of machine (the instruction set is in each report's machine line), the goals of
+the performance issue with their bootstrap intervals and verdicts first.
+Usage: python benchmarks/perf_tables.py"""
 import json
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from rils.bench import verdict  # noqa: E402  (met / missed / undecided from an interval)
+
+FLOP_SLACK = 1.05      # RILS step <= 1.05 x (its FLOP ratio) x CLIP step
+MEMORY_GOAL = 1.3      # RILS peak step memory <= 1.3 x CLIP's
+OPEN_CLIP_GOAL = 0.9   # our CLIP step <= 0.9 x open_clip's
+DATA_GOAL = 3.0        # one data worker >= 3 x the step's images/s
 
 
-def load(name):
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.exists() else None
+def _load(path):
+    return json.loads(path.read_text())
 
 
-def step_table(report):
-    rows = [f"**{report['preset']}, {report['precision']}, batch {report['batch']}** — {report['machine']}, "
-            f"torch {report['torch']}, median of {report['steps'] * report['repeats']} steps "
-            f"({report['repeats']} interleaved repetitions)", "",
-            "| step | images/s | step time (ms) | GFLOP/step | achieved TFLOP/s | peak step memory (MB) |",
+def _machine_kind(report) -> str:
+    return report.get("machine", "?")
+
+
+def _iv(interval) -> str:
+    return f"{interval['median']:.3f} [{interval['lo']:.3f}, {interval['hi']:.3f}]"
+
+
+def step_table(report) -> str:
+    iv = report.get("intervals", {})
+    head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}** — "
+            f"median of {report['steps']} steps x {report['repeats']} interleaved repetitions "
+            f"({report.get('stopped_because', '')})")
+    rows = [head, "", "| step | images/s | step time (ms) | GFLOP/step | achieved TFLOP/s | peak step memory (MB) |",
             "|---|---:|---:|---:|---:|---:|"]
     for r in report["results"].values():
         rows.append(f"| {r['name']} | {r['images_per_sec']:.1f} | {r['median_step_s'] * 1e3:.0f} | "
                     f"{r['gflops_per_step']:.1f} | {r['achieved_tflops']:.3f} | {r['peak_mem_mb']:.0f} |")
+    if iv:
+        rows += ["", "Step-time ratios, median [bootstrap 95 % interval]: " +
+                 "; ".join(f"{k.replace('_step_time', '').replace('_', ' ')} {_iv(v)}" for k, v in iv.items())]
     return "\n".join(rows)
 
 
-def main():
-    out = []
-    files = sorted(f for f in RESULTS.glob("*.json") if not f.name.startswith(("data_", "precision_")))
-    for f in files:
-        out += [f"### `{f.name}`", "", step_table(json.loads(f.read_text())), ""]
-    goals = ["| goal | measured | file | met |", "|---|---:|---|---|"]
-    for f in files:
-        r = json.loads(f.read_text())
-        rat = r["ratios"]
-        if "rils_over_clip_step_time" in rat:
-            v = rat["rils_over_clip_step_time"]
-            goals.append(f"| RILS step ≤ 1.35 × CLIP step (FLOP ratio {rat['rils_over_clip_flops']:.2f}) | "
-                         f"{v:.3f} | {f.name} | {'yes' if v <= 1.35 else 'no'} |")
-        if "rils_over_clip_peak_mem" in rat:
-            v = rat["rils_over_clip_peak_mem"]
-            goals.append(f"| RILS peak memory ≤ 1.4 × CLIP | {v:.3f} | {f.name} | {'yes' if v <= 1.4 else 'no'} |")
-        if "our_clip_over_open_clip_step_time" in rat:
-            v = rat["our_clip_over_open_clip_step_time"]
-            goals.append(f"| our CLIP step ≤ 0.9 × open_clip's | {v:.3f} | {f.name} | {'yes' if v <= 0.9 else 'no'} |")
-    for f in sorted(RESULTS.glob("precision_*.json")):
-        r = json.loads(f.read_text())
+def goals_for(report, name) -> list[str]:
+    rows, rat, iv = [], report["ratios"], report.get("intervals", {})
+    where = f"{report['preset']} {report['precision']} b{report['batch']}"
+    if "rils_over_clip_step_time" in iv:
+        goal = FLOP_SLACK * rat["rils_over_clip_flops"]
+        v = iv["rils_over_clip_step_time"]
+        rows.append(f"| RILS step ≤ {FLOP_SLACK} × FLOP ratio ({rat['rils_over_clip_flops']:.2f}) = {goal:.2f} × CLIP "
+                    f"| {where} | {_iv(v)} | {verdict(v, goal)} | {name} |")
+    if "rils_over_clip_peak_mem" in rat:
+        v = rat["rils_over_clip_peak_mem"]
+        rows.append(f"| RILS peak memory ≤ {MEMORY_GOAL} × CLIP | {where} | {v:.3f} (one step each) | "
+                    f"{'met' if v <= MEMORY_GOAL else 'missed'} | {name} |")
+    if "our_clip_over_open_clip_step_time" in iv:
+        v = iv["our_clip_over_open_clip_step_time"]
+        rows.append(f"| our CLIP step ≤ {OPEN_CLIP_GOAL} × open_clip's | {where} | {_iv(v)} | "
+                    f"{verdict(v, OPEN_CLIP_GOAL)} | {name} |")
+    return rows
+
+
+def render(results: Path = RESULTS) -> str:
+    """The markdown between the markers, from the JSON files in `results`."""
+    sections: dict[str, dict] = {}
+
+    def section(report):
+        return sections.setdefault(_machine_kind(report), {"goals": [], "body": []})
+
+    steps = {}
+    for f in sorted(results.glob("*.json")):
+        r = _load(f)
+        if f.name.startswith(("cpu_", "gpu_")) and "results" in r and "ratios" in r:
+            s = section(r)
+            steps[f.name] = r
+            s["goals"] += goals_for(r, f.name)
+            s["body"] += [f"#### `{f.name}`", "", step_table(r), ""]
+    for f in sorted(results.glob("compile_*.json")):
+        r = _load(f)
+        s = section(r)
+        if f.name == "compile_check.json":
+            for m, c in r["results"].items():
+                s["goals"].append(f"| `train.compile=true` resumes exactly ({m}) | demo recipe, {r['precision']} | "
+                                  f"max loss diff vs eager {c['max_abs_loss_diff_compiled_vs_eager']:.2e} | "
+                                  f"{'met' if c['exact_resume'] else 'missed'} | {f.name} |")
+        else:
+            lines = [f"#### `{f.name}`", "", f"**torch.compile against eager, {r['preset']}, {r['precision']}, "
+                     f"batch {r['batch']}**", "", "| method | speed-up, median [95 % interval] | compile time (s) |",
+                     "|---|---:|---:|"]
+            for m, c in r["results"].items():
+                lo, hi = c["speedup_interval"]
+                lines.append(f"| {m} | {c['speedup']:.3f} [{lo:.3f}, {hi:.3f}] | {c['compile_seconds']:.0f} |")
+            s["body"] += [*lines, ""]
+    for f in sorted(results.glob("data_*.json")):
+        r = _load(f)
+        for method, d in r.items():
+            if not isinstance(d, dict) or "preset" not in d:
+                continue
+            # the step rate of the same preset on the same machine, if measured
+            same = [s for s in steps.values() if s["preset"] == d["preset"] and s.get("machine") == d.get("machine")
+                    and f"rils:{method}" in s["results"]]
+            s = section(d)
+            rate = d["demo_render_transform_per_sec"]
+            line = (f"Data worker ({f.name}, {method}, {d['preset']}): demo render + transform {rate:.0f} images/s, "
+                    f"JPEG decode + transform {d['jpeg_decode_transform_per_sec']:.0f} images/s per worker process.")
+            s["body"] += [line, ""]
+            for st in same:
+                step_rate = st["results"][f"rils:{method}"]["images_per_sec"]
+                worst = min(rate, d["jpeg_decode_transform_per_sec"])
+                s["goals"].append(f"| one data worker ≥ {DATA_GOAL:g} × the step's images/s ({method}) | "
+                                  f"{d['preset']} {st['precision']} b{st['batch']} | {worst / step_rate:.2f} "
+                                  f"({worst:.0f} vs {step_rate:.0f} images/s) | "
+                                  f"{'met' if worst >= DATA_GOAL * step_rate else 'missed'} | {f.name} |")
+    for f in sorted(results.glob("precision_*.json")):
+        r = _load(f)
+        s = section(r)
         for name, row in r["results"].items():
-            v = row["bf16_speedup"]
-            goals.append(f"| bf16 ≥ 2.5 × fp32 throughput (rils:{name}, {r['preset']}, interleaved) | {v:.2f} | "
-                         f"{f.name} | {'yes' if v >= 2.5 else 'no'} |")
-    data = sorted(RESULTS.glob("data_*.json"))
-    for f in data:
-        for method, r in json.loads(f.read_text()).items():
-            out.append(f"Data worker ({f.name}, {method}, {r['preset']}): demo render + transform "
-                       f"{r['demo_render_transform_per_sec']:.0f} images/s, JPEG decode + transform "
-                       f"{r['jpeg_decode_transform_per_sec']:.0f} images/s per worker process.")
-        out.append("")
-    out = ["### Goals", "", *goals, ""] + out
+            s["body"].append(f"bf16 against fp32 ({f.name}, rils:{name}, {r['preset']}, interleaved): "
+                             f"{row['bf16_speedup']:.2f}× the images/s.")
+        s["body"].append("")
+
+    out = []
+    for machine, s in sections.items():
+        out += [f"### {machine}", ""]
+        if s["goals"]:
+            out += ["| goal | setting | measured | verdict | file |", "|---|---|---|---|---|", *s["goals"], ""]
+        out += s["body"]
+    return "\n".join(out)
+
+
+def main():
     doc = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
     begin, end = "<!-- perf:begin -->", "<!-- perf:end -->"
     text = doc.read_text() if doc.exists() else f"# Performance\n\n{begin}\n{end}\n"
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    doc.write_text(head + begin + "\n" + "\n".join(out) + "\n" + end + tail)
+    doc.write_text(head + begin + "\n" + render() + "\n" + end + tail)
     sys.stdout.write(f"wrote {doc}\n")
 
 

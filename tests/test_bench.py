@@ -36,3 +36,32 @@ def test_a_goal_inside_the_interval_is_undecided():
     assert verdict({"lo": 1.30, "hi": 1.40}, goal=1.42) == "met"
     assert verdict({"lo": 1.38, "hi": 1.46}, goal=1.42) == "undecided"
     assert verdict({"lo": 1.45, "hi": 1.50}, goal=1.42) == "missed"
+
+
+def _report(machine, lo, hi, flops=1.3, mem=1.2):
+    iv = {"median": (lo + hi) / 2, "lo": lo, "hi": hi}
+    step = {"name": "rils:rils", "images_per_sec": 10.0, "median_step_s": 0.1, "gflops_per_step": 1.0,
+            "achieved_tflops": 0.01, "peak_mem_mb": 100.0}
+    return {"preset": "vit_ti8_64", "precision": "fp32", "batch": 64, "steps": 3, "repeats": 4, "machine": machine,
+            "results": {"rils:rils": step}, "intervals": {"rils_over_clip_step_time": iv},
+            "ratios": {"rils_over_clip_flops": flops, "rils_over_clip_peak_mem": mem}}
+
+
+def test_performance_tables_split_machines_and_state_verdicts(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("perf_tables", Path(__file__).parents[1] / "benchmarks" / "perf_tables.py")
+    perf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perf)
+    # goal 1.05 x 1.3 = 1.365: inside [1.30, 1.40] -> undecided; [1.20, 1.30] -> met; memory 1.35 -> missed
+    (tmp_path / "cpu_native_x.json").write_text(json.dumps(_report("CPU, 2 threads, AVX512 (bf16 native)", 1.30, 1.40)))
+    (tmp_path / "cpu_avx2_x.json").write_text(json.dumps(_report("CPU, 2 threads, AVX2 (bf16 emulated)", 1.20, 1.30,
+                                                                 mem=1.35)))
+    md = perf.render(tmp_path)
+    sections = {part.split("\n", 1)[0]: part for part in md.split("### ")[1:]}
+    native, avx2 = sections["CPU, 2 threads, AVX512 (bf16 native)"], sections["CPU, 2 threads, AVX2 (bf16 emulated)"]
+    assert "1.37 × CLIP | vit_ti8_64 fp32 b64 | 1.350 [1.300, 1.400] | undecided" in native
+    assert "1.250 [1.200, 1.300] | met" in avx2
+    assert "RILS peak memory ≤ 1.3 × CLIP | vit_ti8_64 fp32 b64 | 1.350 (one step each) | missed" in avx2

@@ -295,7 +295,17 @@ def _machine(dev) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    bf16 = "bf16 native" if native_bf16(dev) else "bf16 emulated"
+    return f"{cpu}, {torch.get_num_threads()} threads, {cpu_isa()} ({bf16})"
+
+
+def cpu_isa() -> str:
+    """The instruction set PyTorch's CPU kernels dispatch to (AVX512, AVX2, ...): what
+    ATEN_CPU_CAPABILITY caps, so a capped run names the capped set."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return platform.machine()
 
 
 def profile_step(preset: str, method: str, precision: str, batch: int, open_clip: bool = False, rows: int = 15) -> str:
@@ -357,7 +367,7 @@ def bench_data(preset: str = "vit_ti8_64", n: int = 512, method: str = "rils") -
         buf = io.BytesIO()
         item["image"].resize((2 * p.image_size, 2 * p.image_size)).save(buf, format="JPEG", quality=90)
         jpegs.append(buf.getvalue())
-    out = {"preset": preset, "method": method, "samples": n}
+    out = {"preset": preset, "method": method, "samples": n, "machine": _machine(torch.device("cpu"))}
     t = time.perf_counter()
     for i in range(n):
         item = demo[i]
@@ -397,4 +407,47 @@ def run_precision_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), ba
         med = {p: statistics.median(v) for p, v in times.items()}
         out["results"][m] = {"bf16_images_per_sec": batch / med["bf16"], "fp32_images_per_sec": batch / med["fp32"],
                              "bf16_speedup": med["fp32"] / med["bf16"], "step_times_s": times}
+    return out
+
+
+def run_compile_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: str = "auto", batch: int = 64,
+                      steps: int = 5, warmup: int = 2, repeats: int = 3, device: str = "auto") -> dict:
+    """`torch.compile` against eager, per method: two steppers built from the same seed, timed
+    interleaved repetition by repetition (the ratio's bootstrap interval as `run_bench`'s); compile
+    time is the first compiled step's wall time less an eager step's. Whether a compiled run still
+    resumes exactly is checked by benchmarks/compile_check.py, not here."""
+    dev = resolve_device(device)
+    precision, why = resolve_precision(precision, dev)
+    out = {"preset": preset, "batch": batch, "precision": precision, "precision_reason": why, "device": str(dev),
+           "machine": _machine(dev), "torch": torch.__version__, "steps": steps, "repeats": repeats, "results": {}}
+    for m in methods:
+        steppers = {}
+        for kind in ("eager", "compiled"):
+            torch.manual_seed(0)
+            steppers[kind] = RilsStep(m, preset, dev, kind == "compiled", precision)
+        data = _batch(steppers["eager"].preset, batch, dev, steppers["eager"].views)
+        t = time.perf_counter()
+        steppers["eager"](data)
+        _sync(dev)
+        eager_s = time.perf_counter() - t
+        t = time.perf_counter()
+        steppers["compiled"](data)
+        _sync(dev)
+        compile_s = time.perf_counter() - t - eager_s
+        for step in steppers.values():
+            for _ in range(warmup):
+                step(data)
+        times = {k: [] for k in steppers}
+        for _ in range(repeats):
+            for kind, step in steppers.items():
+                rep = []
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    step(data)
+                    _sync(dev)
+                    rep.append(time.perf_counter() - t)
+                times[kind].append(rep)
+        interval = ratio_interval(times["eager"], times["compiled"])   # eager / compiled = speed-up
+        out["results"][m] = {"speedup": interval["median"], "speedup_interval": [interval["lo"], interval["hi"]],
+                             "compile_seconds": compile_s, "step_times_s": times}
     return out

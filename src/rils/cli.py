@@ -49,7 +49,7 @@ def _bench(args) -> int:
     if bad:
         print(f"rils bench: error: unknown method {bad[0]!r}; choose from {', '.join(list_methods())}", file=sys.stderr)
         return 2
-    from .bench import bench_data, format_table, profile_step, run_bench, run_precision_bench
+    from .bench import bench_data, format_table, profile_step, run_bench, run_compile_bench, run_precision_bench
     if args.precision_ratio:
         report = run_precision_bench(args.preset, tuple(args.methods), args.batch, args.steps, args.warmup,
                                      args.repeats, device=args.device)
@@ -63,6 +63,15 @@ def _bench(args) -> int:
         report = {m: bench_data(args.preset, method=m) for m in args.methods}
         print(json.dumps(report, indent=1))
         if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    if args.compile_ratio:
+        report = run_compile_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps,
+                                   args.warmup, args.repeats, device=args.device)
+        print(json.dumps({m: {k: v for k, v in r.items() if k != "step_times_s"}
+                          for m, r in report["results"].items()}, indent=1))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.profile:
@@ -125,6 +134,8 @@ def _add_bench(sub, help):
     p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
     p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")
     p.add_argument("--precision-ratio", action="store_true", help="measure bf16 against fp32, interleaved, instead")
+    p.add_argument("--compile-ratio", action="store_true",
+                   help="measure torch.compile against eager (speed-up, compile time), interleaved, instead")
     p.set_defaults(func=_bench)
 
 
