@@ -35,15 +35,15 @@ def main():
                                   for c in range(10)]))
     out = {"checkpoint": args.checkpoint, "method": getattr(m, "method", None)}
     if tok is not None:
-        out["zeroshot"] = evaluate_zeroshot(m, tok, tf, test, precision="bf16", **extract)["metrics"]
+        out["zeroshot"] = evaluate_zeroshot(m, tok, tf, test, precision="auto", **extract)["metrics"]
         ret = evaluate_retrieval(m, tok, tf, load_dataset(args.retrieval_csv, "val", kind="retrieval"),
-                                 precision="bf16", **extract)
+                                 precision="auto", **extract)
         out["retrieval"] = ret["metrics"]
     # The probe's defaults (issue 13): SGD at batch 1024, >= 90 epochs and 1,000 steps, lr swept on held-out train.
-    lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="bf16", progress=False,
+    lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="auto", progress=False,
                           **{k: v for k, v in extract.items() if k != "progress"})
     out["linear"] = lin
-    few = evaluate_fewshot(m, tf, train, test, precision="bf16", seeds=3, **extract)
+    few = evaluate_fewshot(m, tf, train, test, precision="auto", seeds=3, **extract)
     out["fewshot"] = few
     out["eval_seconds"] = round(time.time() - t0, 1)
     with open(args.out, "w") as fh:
