@@ -36,6 +36,40 @@ def bootstrap(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+SECONDARY = [("zeroshot_top1", "ZS top-1"), ("retrieval_i2t_r1", "R@1 i→t"), ("patchseg_color_miou", "mIoU"),
+             ("linear_top1", "linear (shape)")]
+LABELS = {"clip": "CLIP", "mae_clip": "MAE+CLIP", "rils": "RILS", "slip": "SLIP", "mae": "MAE",
+          "rils_prototypes": "RILS, learnable prototypes", "rils_lambda0.25": "RILS, λ2 = 0.25 (ablation)",
+          "rils_lambda1.0": "RILS, λ2 = 1.0 (ablation)",
+          "rils_prototypes_not_detached": "RILS, prototypes not detached (ablation)"}
+
+
+def secondary() -> dict:
+    """Every run of the study (secondary, not for verdicts): the mean over its seeds of each endpoint
+    and of the linear probe, with the per-seed values."""
+    runs: dict = {}
+    for f in sorted(RES.glob("*_s[0-9].json")):
+        base, seed = f.stem.rsplit("_s", 1)
+        runs.setdefault(base, {})[int(seed)] = json.loads(f.read_text())
+    print("\n**Every run (secondary; mean over seeds, per-seed values in brackets)**\n")
+    print("| run | seeds | " + " | ".join(label for _, label in SECONDARY) + " |\n|---|---|" + "---|" * len(SECONDARY))
+    table = {}
+    for base in [b for b in LABELS if b in runs] + sorted(set(runs) - set(LABELS)):
+        seeds = sorted(runs[base])
+        cells, table[base] = [], {"seeds": seeds}
+        for key, _ in SECONDARY:
+            vals = [runs[base][s].get(key) for s in seeds]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                cells.append("–")
+                continue
+            table[base][key] = {"mean": float(np.mean(vals)), "per_seed": vals}
+            per = f" ({', '.join(f'{v:.3f}' for v in vals)})" if len(vals) > 1 else ""
+            cells.append(f"{np.mean(vals):.3f}{per}")
+        print(f"| {LABELS.get(base, base)} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return table
+
+
 def main() -> None:
     out = {"seeds": {}, "verdicts": {}}
     print("| seed | CLIP final in-batch acc | valid? |\n|---|---|---|")
@@ -77,6 +111,7 @@ def main() -> None:
                   f"| {v['verdict']} |")
         else:
             print(f"| {claim} | {len(v['seeds'])} | | | {v['verdict']} |")
+    out["secondary"] = secondary()
     if "--json" in sys.argv:
         Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps(out, indent=2) + "\n")
 
