@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-runs the comparison of docs/RESULTS.md: prepare the corpora, pre-train every method with the
 # same recipe (configs/compare.yaml), evaluate each checkpoint, and rebuild the tables and plots.
-# About 75 minutes on 2 CPU cores. Outputs: runs/compare/<method>_s<seed>/ (checkpoints, metrics.jsonl)
+# About 75 minutes on 2 CPU cores for the comparison; the testbeds after it take several hours. Outputs: runs/compare/<method>_s<seed>/ (checkpoints, metrics.jsonl)
 # and docs/results/ (the JSON and jsonl files the tables are generated from; kept in the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +29,10 @@ run() {  # method seed
 for m in clip rils mae_clip mae slip rils_prototypes; do run "$m" 0; done
 for s in 1 2; do for m in clip rils mae_clip; do run "$m" "$s"; done; done
 $PY benchmarks/make_results.py
+
+# the testbeds of issue 13 (each resumable: runs whose JSON exists are skipped)
+benchmarks/two_stage.sh                      # Table 9's layout; its seed-0 clip/rils/mae runs seed the shapes study
+benchmarks/shapes_study.sh                   # the pre-registered study (docs/results/shapes/)
+$PY benchmarks/shapes_verdict.py --json docs/results/shapes/verdicts.json
+benchmarks/realdata_study.sh                 # the real-data testbed (docs/results/realdata/)
+$PY benchmarks/realdata_table.py

@@ -1,0 +1,49 @@
+"""The real-data testbed's table (docs/RESULTS.md) from docs/results/realdata/*.json and metrics.jsonl:
+Fashion-MNIST test zero-shot, linear probe (10,000 train images) and 10-shot top-1, openclipart val
+retrieval R@1, and from training: the final in-batch image-to-text accuracy and the share of a batch
+in RILS's set C (mean of the last 5 logged steps). Usage: python benchmarks/realdata_table.py"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+RES = Path("docs/results/realdata")
+ORDER = ["clip", "mae_clip", "rils", "slip", "mae", "rils_prototypes"]
+
+
+def _last(name: str, key: str, last: int = 5):
+    f = RES / f"{name}.metrics.jsonl"
+    recs = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
+    vals = [r[key] for r in recs if key in r][-last:]
+    return float(np.mean(vals)) if vals else None
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _f(v, scale=100.0, digits=1):
+    return "–" if v is None else f"{v * scale:.{digits}f}"
+
+
+def main() -> None:
+    runs = sorted(RES.glob("*_s[0-9].json"), key=lambda f: (ORDER.index(f.stem.rsplit("_s", 1)[0])
+                                                            if f.stem.rsplit("_s", 1)[0] in ORDER else 99, f.stem))
+    print("| run | ZS top-1 | linear | 10-shot | R@1 i→t | R@1 t→i | final in-batch acc | share in C | minutes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for f in runs:
+        d, name = json.loads(f.read_text()), f.stem
+        matched = _last(name, "matched_frac") if d.get("method", "").startswith("rils") else None
+        print(f"| {name} | {_f(_get(d, 'zeroshot', 'top1'))} | {_f(_get(d, 'linear', 'metrics', 'top1'))} | "
+              f"{_f(_get(d, 'fewshot', 'metrics', '10-shot_mean'))} | "
+              f"{_f(_get(d, 'retrieval', 'image_to_text_R@1'))} | {_f(_get(d, 'retrieval', 'text_to_image_R@1'))} | "
+              f"{_f(_last(name, 'i2t_acc'), 1, 3)} | {_f(matched, 1, 3)} | "
+              f"{d.get('pretrain_and_eval_seconds', 0) / 60:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
