@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 
 RES = Path("docs/results/realdata")
+CSV = Path("data/realdata/train.csv")
+# Fashion-MNIST captions name the class in varied wording; the class word, in matching order
+# ("t-shirt" before "shirt"; "top" is the t-shirt class's other name).
+_CLASS_WORDS = ["ankle boot", "t-shirt", "top", "trouser", "pullover", "dress", "coat", "sandal", "sneaker", "bag",
+                "shirt"]
 ORDER = ["clip", "mae_clip", "rils", "slip", "mae", "rils_prototypes"]
 
 
@@ -30,6 +35,35 @@ def _f(v, scale=100.0, digits=1):
     return "–" if v is None else f"{v * scale:.{digits}f}"
 
 
+def accuracy_ceiling(batch: int = 64, batches: int = 3000, seed: int = 0) -> float | None:
+    """The in-batch image-to-text accuracy of a perfect model on batches drawn as `data.unique_captions`
+    draws them: every clip-art image matched, a Fashion-MNIST image tied among the batch's captions of
+    its class (distinct wordings of one class are indistinguishable from the image)."""
+    import csv
+    import random
+
+    if not CSV.is_file():
+        return None
+    rows = list(csv.reader(CSV.open()))[1:]
+
+    def cls(row):
+        if not row[0].startswith("fashion"):
+            return None
+        word = next(w for w in _CLASS_WORDS if w in row[1].lower())
+        return "t-shirt" if word == "top" else word
+
+    rng, accs = random.Random(seed), []
+    for _ in range(batches):
+        picked, seen = [], set()
+        while len(picked) < batch:
+            row = rows[rng.randrange(len(rows))]
+            if row[1] not in seen:
+                seen.add(row[1])
+                picked.append(cls(row))
+        accs.append(sum(1.0 if k is None else 1.0 / picked.count(k) for k in picked) / batch)
+    return float(np.mean(accs))
+
+
 def main() -> None:
     runs = sorted(RES.glob("*_s[0-9].json"), key=lambda f: (ORDER.index(f.stem.rsplit("_s", 1)[0])
                                                             if f.stem.rsplit("_s", 1)[0] in ORDER else 99, f.stem))
@@ -43,6 +77,9 @@ def main() -> None:
               f"{_f(_get(d, 'retrieval', 'image_to_text_R@1'))} | {_f(_get(d, 'retrieval', 'text_to_image_R@1'))} | "
               f"{_f(_last(name, 'i2t_acc'), 1, 3)} | {_f(matched, 1, 3)} | "
               f"{d.get('pretrain_and_eval_seconds', 0) / 60:.1f} |")
+    ceiling = accuracy_ceiling()
+    if ceiling is not None:
+        print(f"\nCeiling of the in-batch image-to-text accuracy on this data (a perfect model): {ceiling:.3f}")
 
 
 if __name__ == "__main__":
