@@ -44,7 +44,7 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     and the data order stay on plan. `scaler` (fp16, `rils.precision.grad_scaler`) scales the loss;
     gradients are unscaled before clipping, and a step whose scaled gradient overflowed is skipped
     (and counted) while the scaler lowers its scale."""
-    forward = forward or net
+    forward = net if forward is None else forward   # a compiled module has no truth value
     world = D.world_size()
     n = len(micro_batches)
     pooled = accum_negatives and n > 1 and method.two_phase() and bool(method.pooled)
