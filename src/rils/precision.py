@@ -119,13 +119,13 @@ def warn_emulated_bf16(device: torch.device) -> None:
                   f"matmuls; use precision=auto", EmulatedBf16Warning, stacklevel=3)
 
 
+@contextlib.contextmanager
 def full_precision():
-    """Autocast off on every device type, for loss heads that must run in fp32 inside a bf16 step."""
+    """Autocast off on every device type, for loss heads that must run in fp32 inside a bf16 step.
+    Plain nested `with` blocks, not an ExitStack: torch.compile traces these (train.compile)."""
     import torch
-    stack = contextlib.ExitStack()
-    for device_type in ("cpu", "cuda"):
-        stack.enter_context(torch.autocast(device_type, enabled=False))
-    return stack
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
 
 
 def autocast(device: str | torch.device, precision: str):
