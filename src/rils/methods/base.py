@@ -130,6 +130,9 @@ class PretrainMethod(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no two-phase interface; it defines forward()")
 
     def forward(self, batch: dict, pool: Pool | None = None) -> dict:
+        # Outputs: "loss", then the parts to log, returned as they are (not detached: the step
+        # detaches them when it logs). Under torch.compile (torch 2.14), returning `1.0 * x` beside
+        # `x.detach()` loses the loss's gradient.
         return self.loss_from(batch, self.features(batch), pool)
 
     @classmethod

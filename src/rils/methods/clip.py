@@ -11,5 +11,5 @@ class CLIP(PretrainMethod):
 
     def loss_from(self, batch, feats, pool=None):
         loss, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)
-        return {"loss": self.opt.lambda_contra * loss, "clip_loss": loss.detach(),
+        return {"loss": self.opt.lambda_contra * loss, "clip_loss": loss,
                 "i2t_acc": matched.float().mean(), **self.extra_metrics()}

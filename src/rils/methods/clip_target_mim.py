@@ -40,4 +40,4 @@ class CLIPTargetMIM(MAE):
         loss = L.masked_feature_loss(target, self.target_head(g), mask)
         if pool is not None:
             loss = pooled_share(loss, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
-        return {"loss": loss, "feature_loss": loss.detach()}
+        return {"loss": loss, "feature_loss": loss}

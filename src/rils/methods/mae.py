@@ -25,4 +25,4 @@ class MAE(PretrainMethod):
         loss = L.mae_pixel_loss(batch["image"], pred, mask, self.model.preset.patch_size, self.opt.norm_pix_loss)
         if pool is not None:
             loss = pooled_share(loss, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
-        return {"loss": loss, "pixel_loss": loss.detach()}
+        return {"loss": loss, "pixel_loss": loss}

@@ -25,5 +25,5 @@ class MAECLIP(PretrainMethod):
             pixel = pooled_share(pixel, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
         contra, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)
         loss = self.opt.lambda_contra * contra + self.opt.lambda_pixel * pixel
-        return {"loss": loss, "clip_loss": contra.detach(), "pixel_loss": pixel.detach(),
+        return {"loss": loss, "clip_loss": contra, "pixel_loss": pixel,
                 "i2t_acc": matched.float().mean(), **self.extra_metrics()}

@@ -52,5 +52,5 @@ class RILS(PretrainMethod):
 
         loss = self.opt.lambda_contra * contra + self.opt.lambda_recon * recon   # Eq. 10
         matched_frac = matched.float().mean()
-        return {"loss": loss, "clip_loss": contra.detach(), "recon_loss": recon.detach(),
+        return {"loss": loss, "clip_loss": contra, "recon_loss": recon,
                 "i2t_acc": matched_frac, "matched_frac": matched_frac, **self.extra_metrics()}

@@ -45,4 +45,4 @@ class SimCLR(PretrainMethod):
 
     def loss_from(self, batch, feats, pool=None):
         loss = self.ssl_from(feats, pool)
-        return {"loss": loss, "ssl_loss": loss.detach()}
+        return {"loss": loss, "ssl_loss": loss}

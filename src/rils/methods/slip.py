@@ -15,5 +15,5 @@ class SLIP(SimCLR):
         contra, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)
         ssl = self.ssl_from(feats, pool)
         loss = self.opt.lambda_contra * contra + self.opt.ssl_scale * ssl
-        return {"loss": loss, "clip_loss": contra.detach(), "ssl_loss": ssl.detach(),
+        return {"loss": loss, "clip_loss": contra, "ssl_loss": ssl,
                 "i2t_acc": matched.float().mean(), **self.extra_metrics()}
