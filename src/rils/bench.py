@@ -124,6 +124,17 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _timed(step, batch, dev, steps: int = 1) -> list[float]:
+    """Wall seconds of each of `steps` calls of `step(batch)`, the device synchronised after each."""
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step(batch)
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def _count_flops(step, batch) -> float:
     """Training FLOPs per step = 3 x forward FLOPs (backward costs twice the forward), the usual
     convention for model FLOPs utilisation. The forward is counted operator by operator."""
@@ -207,12 +218,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
         done += 1
         say(f"repetition {done}: {steps} steps of each of {', '.join(steppers)}")
         for name, step in steppers.items():
-            times = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                step(batches[name])
-                _sync(dev)
-                times.append(time.perf_counter() - t)
+            times = _timed(step, batches[name], dev, steps)
             per_rep[name].append(times)
             results[name].step_times.extend(times)
         if done >= 2:
@@ -399,11 +405,7 @@ def run_precision_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), ba
         for _ in range(repeats):
             for prec in times:
                 step.precision = prec
-                for _ in range(steps):
-                    t = time.perf_counter()
-                    step(data)
-                    _sync(dev)
-                    times[prec].append(time.perf_counter() - t)
+                times[prec].extend(_timed(step, data, dev, steps))
         med = {p: statistics.median(v) for p, v in times.items()}
         out["results"][m] = {"bf16_images_per_sec": batch / med["bf16"], "fp32_images_per_sec": batch / med["fp32"],
                              "bf16_speedup": med["fp32"] / med["bf16"], "step_times_s": times}
@@ -426,27 +428,15 @@ def run_compile_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), prec
             torch.manual_seed(0)
             steppers[kind] = RilsStep(m, preset, dev, kind == "compiled", precision)
         data = _batch(steppers["eager"].preset, batch, dev, steppers["eager"].views)
-        t = time.perf_counter()
-        steppers["eager"](data)
-        _sync(dev)
-        eager_s = time.perf_counter() - t
-        t = time.perf_counter()
-        steppers["compiled"](data)
-        _sync(dev)
-        compile_s = time.perf_counter() - t - eager_s
+        eager_s = _timed(steppers["eager"], data, dev)[0]
+        compile_s = _timed(steppers["compiled"], data, dev)[0] - eager_s
         for step in steppers.values():
             for _ in range(warmup):
                 step(data)
         times = {k: [] for k in steppers}
         for _ in range(repeats):
             for kind, step in steppers.items():
-                rep = []
-                for _ in range(steps):
-                    t = time.perf_counter()
-                    step(data)
-                    _sync(dev)
-                    rep.append(time.perf_counter() - t)
-                times[kind].append(rep)
+                times[kind].append(_timed(step, data, dev, steps))
         interval = ratio_interval(times["eager"], times["compiled"])   # eager / compiled = speed-up
         out["results"][m] = {"speedup": interval["median"], "speedup_interval": [interval["lo"], interval["hi"]],
                              "compile_seconds": compile_s, "step_times_s": times}
