@@ -24,7 +24,7 @@ from .precision import autocast, grad_scaler, native_bf16, resolve_device, resol
 from .presets import get_preset
 from .train.config import TrainConfig
 from .train.optim import adamw, param_groups
-from .train.step import train_step
+from .train.step import compile_for_training, train_step
 
 
 @dataclass
@@ -63,7 +63,7 @@ class RilsStep:
         self.preset = model.preset
         self.views = self.module.needs_views
         self.opt = adamw(param_groups(self.module, 0.05), lr=1e-4)   # what our engine uses
-        self.fn = torch.compile(self.module) if compile_ else self.module
+        self.fn = compile_for_training(self.module, torch.device(device)) if compile_ else self.module
         self.device, self.precision = torch.device(device), precision
         self.grad_clip, self.accum_steps = grad_clip, accum_steps
         self.scaler = grad_scaler(self.device, precision)

@@ -134,7 +134,7 @@ def test_missing_install_names_the_debian_package(tmp_path, capsys, name, packag
     rc = main(["data", "prepare", name, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("rils: error:") and f"install the Debian package" in err
+    assert err.count("\n") == 1 and err.startswith("rils: error:") and "install the Debian package" in err
     assert package in err and "--root" in err
 
 

@@ -1,5 +1,4 @@
 """Every sample is read once per epoch across ranks; sources read CSV and caption folders."""
-from pathlib import Path
 
 import pytest
 from PIL import Image

@@ -28,7 +28,7 @@ from .init_from import init_from, load_teacher, lock_towers
 from .metrics import MetricsLog, _json_record
 from .optim import adamw, param_groups, warmup_cosine
 from .progress import Progress, estimate_step_flops
-from .step import log_record, train_step
+from .step import compile_for_training, log_record, train_step
 
 
 class RunAborted(SystemExit):
@@ -310,7 +310,7 @@ def train(cfg: Config) -> Path:
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
-    forward = torch.compile(net) if cfg.train.compile else net
+    forward = compile_for_training(net, device) if cfg.train.compile else net
 
     state = {"window": Counter(),   # unreadable samples met since the counters were last folded
              "shown": Counter(skipped_total),   # the skip counts the console last printed

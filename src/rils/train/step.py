@@ -33,6 +33,20 @@ class StepResult:
     flags: list[bool] = field(default_factory=list)   # `extra_flags`, each OR-ed over the ranks
 
 
+def compile_for_training(net, device: torch.device):
+    """torch.compile(net) as `train.compile=true` runs it. On a CPU it also turns on PyTorch's
+    deterministic algorithms: without them inductor's C++ kernels accumulate some backward ops
+    (index-put and scatter adds, such as the token embedding's gradient) with parallel atomic adds,
+    whose order changes from run to run, so two compiled runs end with different weights and a
+    resumed one cannot match the uninterrupted run (benchmarks/compile_check.py; eager CPU kernels
+    are deterministic already). On CUDA the setting is left to the user: it would need
+    CUBLAS_WORKSPACE_CONFIG and slows atomics-based kernels, and eager CUDA is not bitwise either."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False   # no NaN-filling of every empty()
+    return torch.compile(net)
+
+
 def train_step(net, method, optimizer, micro_batches: list[dict], *, device: torch.device, precision: str,
                grad_clip: float = 0.0, scheduler=None, forward=None, extra_flags=(),
                accum_negatives: bool = True, scaler=None) -> StepResult:

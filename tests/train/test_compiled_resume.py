@@ -1,0 +1,37 @@
+"""train.compile=true on a CPU: a compiled run resumed from its middle checkpoint ends with exactly
+the uninterrupted compiled run's weights. Without deterministic kernels (rils.train.step.
+compile_for_training) inductor's parallel atomic adds made the two differ. Compiling takes a while
+on a CPU, so this runs the smallest preset for four steps, in this process (two threads or more:
+with one, the atomic adds happen to be ordered and the test could not fail)."""
+import pytest
+import torch
+
+from rils.train.config import load_config
+from rils.train.engine import train
+
+from .helpers import TINY
+
+ARGS = [*TINY, "train.max_steps=4", "train.checkpoint_every=2", "train.batch_size=8", "logging.tensorboard=false",
+        "train.compile=true"]
+
+
+@pytest.fixture
+def restore_determinism():
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(max(2, before[1]))
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.set_num_threads(before[1])
+
+
+def _weights(ckpt):
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_a_compiled_run_resumes_exactly(tmp_path, restore_determinism):
+    full = train(load_config("demo", [*ARGS, "method=clip", f"output_dir={tmp_path / 'full'}"]))
+    middle = tmp_path / "full" / "checkpoints" / "step_00000002.pt"
+    resumed = train(load_config("demo", [*ARGS, "method=clip", f"output_dir={tmp_path / 'resumed'}",
+                                         f"resume={middle}"]))
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
