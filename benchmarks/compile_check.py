@@ -1,9 +1,11 @@
 """Does `train.compile=true` train the same model, and does a compiled run resume exactly?
 
 Per method, on the demo recipe (small batch): run A compiled for STEPS steps with a checkpoint at
-STEPS/2; run B compiled, resumed from A's middle checkpoint in a fresh folder and process state;
-run C eager. Exact resume holds when B's final weights equal A's bit for bit; C's per-step losses
-against A's show what compiling changes numerically. Writes benchmarks/results/compile_check.json.
+STEPS/2; run A2 the same as A again (is a compiled run repeatable at all?); run B compiled, resumed
+from A's middle checkpoint in a fresh folder; run C eager. Exact resume holds when B's final weights
+equal A's bit for bit; A2 against A says whether a difference comes from resuming or from compiled
+training itself; C's per-step losses against A's show what compiling changes numerically.
+Writes benchmarks/results/compile_check.json.
 Usage: python benchmarks/compile_check.py [METHOD ...]   (default: clip rils)"""
 import json
 import sys
@@ -41,12 +43,16 @@ def _weights(ckpt: Path) -> dict:
 def check(method: str, root: Path) -> dict:
     a, a_s = _run(root / "a", method, "train.compile=true")
     middle = root / "a" / "checkpoints" / f"step_{STEPS // 2:08d}.pt"
+    a2, _ = _run(root / "a2", method, "train.compile=true")
     b, b_s = _run(root / "b", method, "train.compile=true", f"resume={middle}")
     c, c_s = _run(root / "c", method, "train.compile=false")
-    wa, wb = _weights(a), _weights(b)
+    wa, wb, wa2 = _weights(a), _weights(b), _weights(a2)
     differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    unrepeatable = [k for k in wa if not torch.equal(wa[k], wa2[k])]
     la, lc = _losses(root / "a"), _losses(root / "c")
     return {"exact_resume": not differ, "tensors_differing_after_resume": differ[:10],
+            "repeatable": not unrepeatable, "tensors_differing_between_two_runs": unrepeatable[:10],
+            "max_abs_weight_diff_after_resume": max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa),
             "compiled_losses": la, "eager_losses": lc,
             "max_abs_loss_diff_compiled_vs_eager": max(abs(x - y) for x, y in zip(la, lc)),
             "seconds": {"compiled_run": round(a_s, 1), "compiled_resumed_half": round(b_s, 1),
