@@ -32,6 +32,8 @@ for kind in "${@:-native avx2}"; do
     # where the time goes: operator profiles of one step of each (ours and open_clip's)
     [ -f "$OUT/profile_${k}_vit_ti8_64_fp32.txt" ] || $PY -m rils bench --profile --preset vit_ti8_64 --batch 64 \
       --precision fp32 --methods clip rils > "$OUT/profile_${k}_vit_ti8_64_fp32.txt" 2>&1
+    # the larger preset in fp32 (both kinds; bf16 below where the CPU has it)
+    bench "cpu_${k}_vit_s16_fp32.json" --preset vit_s16 --batch 16 --precision fp32 --steps 2 --repeats 3
     # the demo preset: its step rate is what one data worker must outrun 3x
     bench "cpu_${k}_vit_ti8_32_auto.json" --preset vit_ti8_32 --batch 64 --precision auto --steps 4 --repeats 4
     [ -f "$OUT/data_${k}_vit_ti8_32.json" ] || \

@@ -55,8 +55,14 @@ def goals_for(report, name) -> list[str]:
                     f"| {where} | {_iv(v)} | {verdict(v, goal)} | {name} |")
     if "rils_over_clip_peak_mem" in rat:
         v = rat["rils_over_clip_peak_mem"]
-        rows.append(f"| RILS peak memory ≤ {MEMORY_GOAL} × CLIP | {where} | {v:.3f} (one step each) | "
-                    f"{'met' if v <= MEMORY_GOAL else 'missed'} | {name} |")
+        reps = rat.get("rils_over_clip_peak_mem_per_repetition")
+        if reps and len(reps) > 1:   # fresh processes, interleaved: met / missed only if every one agrees
+            lo, hi = min(reps), max(reps)
+            rows.append(f"| RILS peak memory ≤ {MEMORY_GOAL} × CLIP | {where} | {v:.3f} [{lo:.3f}, {hi:.3f}] "
+                        f"(range of {len(reps)} processes each) | {verdict({'lo': lo, 'hi': hi}, MEMORY_GOAL)} | {name} |")
+        else:
+            rows.append(f"| RILS peak memory ≤ {MEMORY_GOAL} × CLIP | {where} | {v:.3f} (one step each) | "
+                        f"{'met' if v <= MEMORY_GOAL else 'missed'} | {name} |")
     if "our_clip_over_open_clip_step_time" in iv:
         v = iv["our_clip_over_open_clip_step_time"]
         rows.append(f"| our CLIP step ≤ {OPEN_CLIP_GOAL} × open_clip's | {where} | {_iv(v)} | "

@@ -6,7 +6,7 @@ from rils.bench import bench_data, ratio_interval, run_bench, verdict
 
 def test_bench_reports_flops_memory_and_ratios():
     r = run_bench("vit_nano8_32", methods=("clip", "rils"), batch=4, steps=1, warmup=0, repeats=2, device="cpu",
-                  target_half_width=None)
+                  target_half_width=None, memory_repeats=2)
     assert set(r["results"]) == {"rils:clip", "rils:rils", "open_clip:clip"}
     assert r["repeats"] == 2 and set(r["intervals"]) == {"rils_over_clip_step_time", "our_clip_over_open_clip_step_time"}
     for row in r["results"].values():
@@ -15,6 +15,9 @@ def test_bench_reports_flops_memory_and_ratios():
     assert r["ratios"]["our_clip_over_open_clip_flops"] == pytest.approx(1.0, abs=0.01)
     # RILS adds a 25% encoder pass and a one-block decoder to CLIP's work
     assert 1.1 < r["ratios"]["rils_over_clip_flops"] < 1.7
+    # memory: each repetition a fresh process per method, paired into RILS/CLIP ratios
+    reps = r["ratios"]["rils_over_clip_peak_mem_per_repetition"]
+    assert len(reps) == 2 and all(x > 0 for x in reps)
 
 
 def test_data_worker_rate():

@@ -106,6 +106,11 @@ def test_mae_pixel_loss_by_hand():
             total += float(((pred[b, idx] - target) ** 2).mean())
             n += 1
     assert abs(L.mae_pixel_loss(images, pred, mask, p).item() - total / n) < 1e-5
+    # the decoder's predictions at the masked patches only (`at`, same count per image) give the same loss
+    at = torch.tensor([[0, 3], [1, 2]])
+    mask_at = torch.tensor([[True, True], [True, False]])
+    assert abs(L.mae_pixel_loss(images, pred.gather(1, at.unsqueeze(-1).expand(-1, -1, 12)), mask_at, p, at=at).item()
+               - total / n) < 1e-5
 
 
 def test_simclr_loss_by_hand():

@@ -59,3 +59,24 @@ def test_unknown_method_and_option():
         rils.create_method("rils", rils.create_model("vit_nano8_32"), tau_bogus=1)
     with pytest.raises(ValueError, match="unknown preset"):
         rils.create_model("vit_huge")
+
+
+def test_rils_recon_reads_the_decoder_at_the_masked_patches_only():
+    """RILS decodes only the masked patches; Eq. 9 from the full decoder output with the mask agrees."""
+    from rils import losses as L
+    torch.manual_seed(0)
+    model = rils.create_model("vit_nano8_32", method="rils")
+    method = rils.create_method("rils", model)
+    for seed in range(20):   # a batch where C is not empty
+        batch = make_batch(method, seed=seed)
+        feats = method.features(batch)
+        out = method.loss_from(batch, feats)
+        if out["matched_frac"] > 0:
+            break
+    visual = model.visual
+    g = model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"])
+    _, matched, all_text = method.contrastive(feats["image"], feats["text"], None)
+    ref = L.language_space_reconstruction_loss(visual.project(feats["f"][:, 1:]), visual.project(g),
+                                               all_text, feats["mask"], matched)
+    assert out["matched_frac"] > 0
+    assert torch.allclose(out["recon_loss"], ref, atol=1e-6)

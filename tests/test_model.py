@@ -109,3 +109,20 @@ def test_preset_param_counts_match_the_built_towers(name):
     counts = model.preset.param_counts()
     assert counts["vision"] == sum(p.numel() for p in model.visual.parameters())
     assert counts["text"] == sum(p.numel() for p in model.text.parameters())
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_decoder_at_the_masked_patches_equals_the_full_output_there(depth):
+    from rils.model.decoder import MaskedDecoder, masked_ids
+    torch.manual_seed(0)
+    dec = MaskedDecoder(16, 4, 32, 48, depth, 4, 20).train()
+    ids_keep, mask, ids_restore = random_masking(torch.rand(3, 16), 0.75)
+    x = torch.randn(3, 5, 32, requires_grad=True)
+    at = masked_ids(ids_restore, ids_keep.shape[1])
+    assert at.shape == (3, 12) and bool(mask.gather(1, at).all())
+    part = dec(x, ids_restore, at=at)
+    full = torch.gather(dec(x, ids_restore), 1, at.unsqueeze(-1).expand(-1, -1, 20))
+    assert torch.allclose(part, full, atol=1e-6)
+    (g_part,) = torch.autograd.grad(part.square().sum(), x)
+    (g_full,) = torch.autograd.grad(full.square().sum(), x)
+    assert torch.allclose(g_part, g_full, atol=1e-5)

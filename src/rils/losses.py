@@ -96,9 +96,13 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 @fp32
 def mae_pixel_loss(images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, patch_size: int,
-                   norm_pix: bool = True) -> torch.Tensor:
-    """MAE: mean squared error on the masked patches against per-patch normalised pixels."""
+                   norm_pix: bool = True, at: torch.Tensor | None = None) -> torch.Tensor:
+    """MAE: mean squared error on the masked patches against per-patch normalised pixels.
+    pred: [B, N, p*p*3] for every patch, mask [B, N]; or, with `at` [B, Q] (the patches the decoder
+    predicted), pred [B, Q, p*p*3] and mask [B, Q]."""
     target = patchify(images.float(), patch_size)
+    if at is not None:
+        target = torch.gather(target, 1, at.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)

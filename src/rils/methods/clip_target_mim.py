@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import losses as L
+from ..model.decoder import masked_ids
 from ..model.vision import VisionEncoder
 from .base import pooled_share
 from .mae import MAE
@@ -33,11 +34,13 @@ class CLIPTargetMIM(MAE):
 
     def loss_from(self, batch, feats, pool=None):
         visual, mask = self.model.visual, feats["mask"]
+        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])   # the loss reads masked patches only
         with torch.no_grad():
             teacher_tokens = self.teacher.forward_features(batch["image"])
             target = self.teacher.project(teacher_tokens[:, 1:])          # [B, N, D]
-        g = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"])
-        loss = L.masked_feature_loss(target, self.target_head(g), mask)
+            target = torch.gather(target, 1, at.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        g = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"], at=at)
+        loss = L.masked_feature_loss(target, self.target_head(g), torch.ones_like(at, dtype=torch.bool))
         if pool is not None:
             loss = pooled_share(loss, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
         return {"loss": loss, "feature_loss": loss}

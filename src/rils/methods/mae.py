@@ -1,5 +1,8 @@
 """MAE: reconstruct the masked patches' normalised pixels from the visible ones."""
+import torch
+
 from .. import losses as L
+from ..model.decoder import masked_ids
 from .base import PretrainMethod, pooled_share
 
 
@@ -20,9 +23,11 @@ class MAE(PretrainMethod):
 
     def loss_from(self, batch, feats, pool=None):
         mask = feats["mask"]
+        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])   # the loss reads masked patches only
         pred = self.model.decoder(self.model.visual.encode_patches(feats["patches"], feats["ids_keep"]),
-                                  feats["ids_restore"])
-        loss = L.mae_pixel_loss(batch["image"], pred, mask, self.model.preset.patch_size, self.opt.norm_pix_loss)
+                                  feats["ids_restore"], at=at)
+        loss = L.mae_pixel_loss(batch["image"], pred, torch.ones_like(at, dtype=torch.bool),
+                                self.model.preset.patch_size, self.opt.norm_pix_loss, at=at)
         if pool is not None:
             loss = pooled_share(loss, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
         return {"loss": loss, "pixel_loss": loss}

@@ -1,5 +1,8 @@
 """MAE+CLIP: the naive combination the paper compares with (Fig. 2): L_Contra + L_MAE."""
+import torch
+
 from .. import losses as L
+from ..model.decoder import masked_ids
 from .base import PretrainMethod, pooled_share
 
 
@@ -19,8 +22,10 @@ class MAECLIP(PretrainMethod):
 
     def loss_from(self, batch, feats, pool=None):
         visual, mask = self.model.visual, feats["mask"]
-        pred = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"])
-        pixel = L.mae_pixel_loss(batch["image"], pred, mask, self.model.preset.patch_size, self.opt.norm_pix_loss)
+        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])   # the loss reads masked patches only
+        pred = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"], at=at)
+        pixel = L.mae_pixel_loss(batch["image"], pred, torch.ones_like(at, dtype=torch.bool),
+                                 self.model.preset.patch_size, self.opt.norm_pix_loss, at=at)
         if pool is not None:
             pixel = pooled_share(pixel, mask.sum(), pool.cat("masked", feats["masked"]).sum(), pool)
         contra, matched, _ = self.contrastive(*self.gather_pool(feats, ("image", "text"), pool), pool)

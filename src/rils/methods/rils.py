@@ -3,6 +3,7 @@ import torch
 
 from .. import distributed as D
 from .. import losses as L
+from ..model.decoder import masked_ids
 from .base import PretrainMethod
 
 
@@ -31,16 +32,20 @@ class RILS(PretrainMethod):
         visual = self.model.visual
         patches, f, mask = feats["patches"], feats["f"], feats["mask"]
         f_hat = visual.encode_patches(patches, feats["ids_keep"])  # V-Enc(Î), Eq. 1
-        g = self.model.decoder(f_hat, feats["ids_restore"])    # V-Dec, Eq. 3
+        # Eq. 9 reads the masked patches only (k ∈ M), so the decoder predicts just those.
+        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])
+        g = self.model.decoder(f_hat, feats["ids_restore"], at=at)   # V-Dec, Eq. 3, at k ∈ M
 
         image_emb, text_emb, masked = self.gather_pool(feats, self.pooled, pool)
         contra, matched, all_text = self.contrastive(image_emb, text_emb, pool)
         own = matched if pool is None else pool.own(matched)   # the set C among this micro-batch's images
 
         with torch.no_grad():
-            target = visual.project(f[:, 1:])                  # θ(f^k), under sg (Eq. 9)
+            f_at = torch.gather(f[:, 1:], 1, at.unsqueeze(-1).expand(-1, -1, f.shape[-1]))
+            target = visual.project(f_at)                      # θ(f^k), under sg (Eq. 9)
         pred = visual.project(g)                               # θ(g^k), Eq. 7
-        recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), mask, own,
+        every = torch.ones_like(at, dtype=torch.bool)          # every patch of `at` is in M
+        recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), every, own,
                                                      self.opt.tau_target, self.opt.tau_pred)
         if D.is_distributed() or pool is not None:
             # Eq. 9 averages over the masked patches of C across the *global* batch (all ranks, all
