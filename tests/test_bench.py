@@ -1,7 +1,7 @@
 """`rils bench` measures what it says (no timing assertions: timings belong in benchmarks)."""
 import pytest
 
-from rils.bench import bench_data, ratio_interval, run_bench, verdict
+from rils.bench import bench_data, format_table, ratio_interval, run_bench, verdict
 
 
 def test_bench_reports_flops_memory_and_ratios():
@@ -18,6 +18,7 @@ def test_bench_reports_flops_memory_and_ratios():
     # memory: each repetition a fresh process per method, paired into RILS/CLIP ratios
     reps = r["ratios"]["rils_over_clip_peak_mem_per_repetition"]
     assert len(reps) == 2 and all(x > 0 for x in reps)
+    assert "per process:" in format_table(r)
 
 
 def test_data_worker_rate():

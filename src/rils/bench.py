@@ -352,10 +352,14 @@ def format_table(report: dict) -> str:
         lines.append("model FLOPs utilisation: " + ", ".join(
             f"{r['name']} {r['mfu']:.1%}" for r in report["results"].values()))
     intervals = report.get("intervals", {})
-    for k, v in report["ratios"].items():
-        ci = intervals.get(k)
+    ratios = report["ratios"]
+    for k, v in ratios.items():
+        if k.endswith("_per_repetition"):
+            continue
+        ci, reps = intervals.get(k), ratios.get(f"{k}_per_repetition")
         lines.append(f"{k}: {v:.3f}" + (f"  (per-repetition median {ci['median']:.3f}, 95% interval "
-                                         f"[{ci['lo']:.3f}, {ci['hi']:.3f}], {ci['repetitions']} repetitions)" if ci else ""))
+                                         f"[{ci['lo']:.3f}, {ci['hi']:.3f}], {ci['repetitions']} repetitions)" if ci else "")
+                     + (f"  (per process: {', '.join(f'{x:.3f}' for x in reps)})" if reps else ""))
     if report.get("stopped_because"):
         lines.append(f"stopped after {report['repeats']} repetitions: {report['stopped_because']}")
     return "\n".join(lines)

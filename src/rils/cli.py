@@ -85,10 +85,10 @@ def _bench(args) -> int:
                        args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile,
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
                        target_half_width=args.target_half_width or None, max_seconds=args.max_seconds, **extra)
-    print(format_table(report))
-    if args.out:
+    if args.out:   # first: minutes of measurement are never lost to the table below
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
     return 0
 
 
