@@ -282,16 +282,31 @@ def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: 
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
 
 
+_MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
+
+
 def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str, step_options=()) -> float:
     """Peak resident memory of the first training step (activations, gradients, optimiser state)
     above the resident size after building the model, in a fresh process per method so that each
-    gets its own high-water mark. (Forking this process instead could deadlock OpenMP.)"""
+    gets its own high-water mark. (Forking this process instead could deadlock OpenMP.) The child
+    runs with glibc's mmap threshold fixed at 128 KiB: by default the threshold adapts (up to 32 MiB)
+    as large blocks are freed, so some activations land in the heap and stay resident after they
+    die, and the same step's peak moved by about ±2.5 % from process to process; fixed, freed
+    tensors leave the resident size at once and the peak is that of the live ones."""
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     kind, method = name.split(":")
     proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, step_options, queue))
-    proc.start()
+    saved = os.environ.get(_MMAP_THRESHOLD)
+    os.environ[_MMAP_THRESHOLD] = str(128 * 1024)      # read by glibc when the spawned interpreter starts
+    try:
+        proc.start()
+    finally:
+        if saved is None:
+            del os.environ[_MMAP_THRESHOLD]
+        else:
+            os.environ[_MMAP_THRESHOLD] = saved
     value = queue.get(timeout=600)
     proc.join()
     return max(0.0, float(value))

@@ -35,7 +35,8 @@ class MaskedDecoder(nn.Module):
         B, N = ids_restore.shape
         masked = self.mask_token.to(x.dtype).expand(B, N - (x.shape[1] - 1), -1)
         patches = torch.cat([x[:, 1:], masked], dim=1)
-        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        # indexing, not gather: gather's backward would keep the shuffled sequence alive as well
+        patches = patches[torch.arange(B, device=x.device).unsqueeze(1), ids_restore]
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
         if at is None:
             return self.pred(self.norm(self.blocks(x))[:, 1:])
