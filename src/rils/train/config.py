@@ -90,7 +90,7 @@ class TrainConfig:
     accum_steps: int = 1          # gradient accumulation: micro-batches per optimiser step
     accum_negatives: bool = True  # with accum_steps > 1: negatives, RILS's set C and prototypes from the whole accumulated batch; false = each micro-batch alone
     precision: str = "auto"       # auto | bf16 | fp16 | tf32 | fp32 (auto: bf16 where the hardware has it natively)
-    compile: bool = False         # torch.compile the training step
+    compile: bool = False         # torch.compile the training step (on a CPU with deterministic kernels: exact resume)
     checkpoint_every: int = 1000  # steps between periodic checkpoints
     max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
     keep_checkpoints: int = 3     # periodic ones kept besides latest.pt
