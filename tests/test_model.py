@@ -113,7 +113,8 @@ def test_preset_param_counts_match_the_built_towers(name):
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_decoder_at_the_masked_patches_equals_the_full_output_there(depth):
-    from rils.model.decoder import MaskedDecoder, masked_ids
+    from rils.model.decoder import MaskedDecoder
+    from rils.model.masking import masked_ids
     torch.manual_seed(0)
     dec = MaskedDecoder(16, 4, 32, 48, depth, 4, 20).train()
     ids_keep, mask, ids_restore = random_masking(torch.rand(3, 16), 0.75)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import losses as L
-from ..model.decoder import masked_ids
+from ..model.masking import masked_ids, take_patches
 from ..model.vision import VisionEncoder
 from .base import pooled_share
 from .mae import MAE
@@ -38,7 +38,7 @@ class CLIPTargetMIM(MAE):
         with torch.no_grad():
             teacher_tokens = self.teacher.forward_features(batch["image"])
             target = self.teacher.project(teacher_tokens[:, 1:])          # [B, N, D]
-            target = torch.gather(target, 1, at.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+            target = take_patches(target, at)
         g = self.model.decoder(visual.encode_patches(feats["patches"], feats["ids_keep"]), feats["ids_restore"], at=at)
         loss = L.masked_feature_loss(target, self.target_head(g), torch.ones_like(at, dtype=torch.bool))
         if pool is not None:

@@ -2,7 +2,7 @@
 import torch
 
 from .. import losses as L
-from ..model.decoder import masked_ids
+from ..model.masking import masked_ids
 from .base import PretrainMethod, pooled_share
 
 

@@ -3,7 +3,7 @@ import torch
 
 from .. import distributed as D
 from .. import losses as L
-from ..model.decoder import masked_ids
+from ..model.masking import masked_ids, take_patches
 from .base import PretrainMethod
 
 
@@ -41,8 +41,7 @@ class RILS(PretrainMethod):
         own = matched if pool is None else pool.own(matched)   # the set C among this micro-batch's images
 
         with torch.no_grad():
-            f_at = torch.gather(f[:, 1:], 1, at.unsqueeze(-1).expand(-1, -1, f.shape[-1]))
-            target = visual.project(f_at)                      # θ(f^k), under sg (Eq. 9)
+            target = visual.project(take_patches(f[:, 1:], at))   # θ(f^k), under sg (Eq. 9)
         pred = visual.project(g)                               # θ(g^k), Eq. 7
         every = torch.ones_like(at, dtype=torch.bool)          # every patch of `at` is in M
         recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), every, own,

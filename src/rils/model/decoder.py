@@ -8,6 +8,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .init import mae_init_
+from .masking import take_patches
 from .pos_embed import sincos_2d
 
 
@@ -27,7 +28,7 @@ class MaskedDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, ids_restore: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, 1+L, W_enc] encoded visible tokens (cls first). Returns [B, N, out_dim], patches only;
-        with `at` ([B, Q] patch indices, e.g. `masked_ids`), [B, Q, out_dim], the predictions at
+        with `at` ([B, Q] patch indices, e.g. `masking.masked_ids`), [B, Q, out_dim], the predictions at
         those patches. The last block then computes only those outputs: every position is still
         attended to, so they equal the full output gathered at `at`, for about three quarters of the
         last block's activations and work at a mask ratio of 0.75 (the losses read masked patches only)."""
@@ -35,18 +36,12 @@ class MaskedDecoder(nn.Module):
         B, N = ids_restore.shape
         masked = self.mask_token.to(x.dtype).expand(B, N - (x.shape[1] - 1), -1)
         patches = torch.cat([x[:, 1:], masked], dim=1)
-        # indexing, not gather: gather's backward would keep the shuffled sequence alive as well
-        patches = patches[torch.arange(B, device=x.device).unsqueeze(1), ids_restore]
+        patches = take_patches(patches, ids_restore)
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
         if at is None:
             return self.pred(self.norm(self.blocks(x))[:, 1:])
         x = self.blocks[:-1](x)
         return self.pred(self.norm(block_outputs_at(self.blocks[-1], x, at + 1)))   # +1: cls first
-
-
-def masked_ids(ids_restore: torch.Tensor, num_visible: int) -> torch.Tensor:
-    """[B, N - L]: the masked patches of each image (random_masking's shuffle after the visible L)."""
-    return torch.argsort(ids_restore, dim=1)[:, num_visible:]
 
 
 def block_outputs_at(block: Block, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
@@ -57,14 +52,13 @@ def block_outputs_at(block: Block, x: torch.Tensor, at: torch.Tensor) -> torch.T
         raise ValueError("block_outputs_at: gated attention is not supported")
     B, S, W = x.shape
     d, heads = attn.head_dim, attn.num_heads
-    take = at.unsqueeze(-1).expand(-1, -1, W)
     h = block.norm1(x)
     w, b = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(torch.gather(h, 1, take), w[:heads * d], None if b is None else b[:heads * d])
+    q = F.linear(take_patches(h, at), w[:heads * d], None if b is None else b[:heads * d])
     kv = F.linear(h, w[heads * d:], None if b is None else b[heads * d:])
     q = attn.q_norm(q.view(B, -1, heads, d).transpose(1, 2))
     k, v = kv.view(B, S, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
     o = F.scaled_dot_product_attention(q, attn.k_norm(k), v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
     o = attn.proj_drop(attn.proj(attn.norm(o.transpose(1, 2).reshape(B, -1, heads * d))))
-    y = torch.gather(x, 1, take) + block.drop_path1(block.ls1(o))
+    y = take_patches(x, at) + block.drop_path1(block.ls1(o))
     return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))

@@ -33,3 +33,14 @@ def mask_noise(batch_size: int, num_patches: int, device, seeds: torch.Tensor | 
         g.manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF)
         rows.append(torch.rand(num_patches, generator=g))
     return torch.stack(rows).to(device, non_blocking=True)
+
+
+def masked_ids(ids_restore: torch.Tensor, num_visible: int) -> torch.Tensor:
+    """[B, N - L]: the masked patches of each image (random_masking's shuffle after the visible L)."""
+    return torch.argsort(ids_restore, dim=1)[:, num_visible:]
+
+
+def take_patches(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x [B, N, ...] at the positions ids [B, K] of each row -> [B, K, ...]. Indexing, not gather:
+    gather's backward keeps all of x alive; indexing keeps only the indices."""
+    return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), ids]

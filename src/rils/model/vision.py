@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..presets import Preset
 from .init import mae_init_
+from .masking import take_patches
 from .pos_embed import sincos_2d
 
 
@@ -46,8 +47,8 @@ class VisionEncoder(nn.Module):
 
     def encode_patches(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Encode embedded patches (all, or the visible `ids_keep`); returns [B, 1+L, W] after the final norm."""
-        if ids_keep is not None:   # indexing, not gather: gather's backward keeps all of x alive
-            x = x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), ids_keep]
+        if ids_keep is not None:
+            x = take_patches(x, ids_keep)
         cls = (self.trunk.cls_token + self.trunk.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         x = self.trunk.norm_pre(self.trunk.pos_drop(x))
