@@ -57,7 +57,7 @@ for f in sorted(Path(sys.argv[1]).glob("bench_*.json")):
     for name, s in r["results"].items():
         mfu = "" if s.get("mfu") is None else f"{100 * s['mfu']:.1f} %"
         rows.append(f"| {f.stem.split('_', 1)[1]} | {name} | {s['images_per_sec']:.0f} | {mfu} | {s['peak_mem_mb']:.0f} |")
-    rows.append(f"| | ratios | " + ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items() if not isinstance(v, list)) + " | | |")
+    rows.append(f"| | ratios | " + ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items()) + " | | |")
 print("\n| run | step | images/s | MFU | peak MB |\n|---|---|---|---|---|")
 print("\n".join(rows))
 PY

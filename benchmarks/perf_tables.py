@@ -55,7 +55,7 @@ def goals_for(report, name) -> list[str]:
                     f"| {where} | {_iv(v)} | {verdict(v, goal)} | {name} |")
     if "rils_over_clip_peak_mem" in rat:
         v = rat["rils_over_clip_peak_mem"]
-        reps = rat.get("rils_over_clip_peak_mem_per_repetition")
+        reps = report.get("memory_ratios_per_process", {}).get("rils_over_clip_peak_mem")
         if reps and len(reps) > 1:   # fresh processes, interleaved: met / missed only if every one agrees
             lo, hi = min(reps), max(reps)
             rows.append(f"| RILS peak memory ≤ {MEMORY_GOAL} × CLIP | {where} | {v:.3f} [{lo:.3f}, {hi:.3f}] "

@@ -253,19 +253,19 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
         ratios["rils_over_clip_flops"] = a["gflops_per_step"] / b["gflops_per_step"]
         if b["peak_mem_mb"] > 0:
             ratios["rils_over_clip_peak_mem"] = a["peak_mem_mb"] / b["peak_mem_mb"]
-        pairs_mem = [r / c for r, c in zip(cpu_peaks.get("rils:rils", []), cpu_peaks.get("rils:clip", [])) if c > 0]
-        if pairs_mem:
-            ratios["rils_over_clip_peak_mem_per_repetition"] = pairs_mem
     if "open_clip:clip" in summaries and "rils:clip" in summaries:
         ratios["our_clip_over_open_clip_step_time"] = (summaries["rils:clip"]["median_step_s"] /
                                                        summaries["open_clip:clip"]["median_step_s"])
         ratios["our_clip_over_open_clip_flops"] = (summaries["rils:clip"]["gflops_per_step"] /
                                                    summaries["open_clip:clip"]["gflops_per_step"])
+    # the memory ratio of each fresh-process repetition, beside `intervals` for the time ratios
+    per_process = {"rils_over_clip_peak_mem": [r / c for r, c in zip(cpu_peaks.get("rils:rils", []),
+                                                                      cpu_peaks.get("rils:clip", [])) if c > 0]}
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
-            "intervals": intervals,
+            "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
             "results": summaries, "ratios": ratios}
 
@@ -366,12 +366,9 @@ def format_table(report: dict) -> str:
     if report.get("peak_tflops"):
         lines.append("model FLOPs utilisation: " + ", ".join(
             f"{r['name']} {r['mfu']:.1%}" for r in report["results"].values()))
-    intervals = report.get("intervals", {})
-    ratios = report["ratios"]
-    for k, v in ratios.items():
-        if k.endswith("_per_repetition"):
-            continue
-        ci, reps = intervals.get(k), ratios.get(f"{k}_per_repetition")
+    intervals, per_process = report.get("intervals", {}), report.get("memory_ratios_per_process", {})
+    for k, v in report["ratios"].items():
+        ci, reps = intervals.get(k), per_process.get(k)
         lines.append(f"{k}: {v:.3f}" + (f"  (per-repetition median {ci['median']:.3f}, 95% interval "
                                          f"[{ci['lo']:.3f}, {ci['hi']:.3f}], {ci['repetitions']} repetitions)" if ci else "")
                      + (f"  (per process: {', '.join(f'{x:.3f}' for x in reps)})" if reps else ""))
