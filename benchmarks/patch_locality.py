@@ -37,26 +37,24 @@ def main():
     images = torch.stack([loaded.transform(im) for im, _ in pairs])
     masks = np.stack([np.asarray(m, dtype=np.int64) for _, m in pairs])
     classes = data.seg_classnames
-    labels = None   # [B, N] majority class of each patch's pixels, once the grid is known
     rows = []
     with torch.inference_mode():
         protos = text_prototypes(model, loaded.tokenizer, class_prompts(classes, COLOR_SEG_TEMPLATES, BACKGROUND_PROMPTS))
         trunk = visual.trunk
         x = visual.embed_patches(images)
+        B, N, _ = x.shape
+        side = int(N ** 0.5)
+        labels = patch_majority_labels(masks, side, len(classes))   # [B, N] majority class of each patch's pixels
         cls = (trunk.cls_token + trunk.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = trunk.norm_pre(torch.cat([cls, x], dim=1))
         for depth in range(len(trunk.blocks) + 1):
             if depth:
                 x = trunk.blocks[depth - 1](x)
             f = F.normalize(visual.project(trunk.norm(x)[:, 1:]).float(), dim=-1)      # f̃^k (Eq. 7)
-            B, N, _ = f.shape
-            side = int(N ** 0.5)
             probs = torch.einsum("bnd,cd->bcn", f, protos).reshape(B, -1, side, side).softmax(dim=1)
             pred = upsample(probs, masks.shape[-2:]).argmax(dim=1).numpy()
             met = segmentation_metrics(confusion_matrix(pred, masks, len(classes)), classes)
             mean = F.normalize(f.mean(dim=1), dim=-1)
-            if labels is None:
-                labels = patch_majority_labels(masks, side, len(classes))
             rows.append({"after_blocks": depth, "miou": met["miou"], "background_iou": met["per_class_iou"]["background"],
                          "pixel_acc": met["pixel_acc"],
                          "patch_cos_to_image_mean": float((f * mean[:, None]).sum(-1).mean()),
