@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The one script a session with a lent GPU runs (docs/PERFORMANCE.md), in about 8 minutes on an H200:
-#   1. install from the repo with no network: the package from src/, open_clip and ftfy from wheels
-#      carried in .gpu_wheels/ (the device image has torch, timm, tensorboard, ... but not those);
-#   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 128 and 256, eager
-#      and torch.compile: images/s, MFU against the device's bf16 peak, peak memory;
+#   1. install from the repo with no network: the package from src/; open_clip, ftfy, webdataset and
+#      the timm this checkout is tested with from wheels carried in .gpu_wheels/ (the device image
+#      has torch, tensorboard, ... but not open_clip or webdataset, and its own timm);
+#   1b. the device line: name, and the bf16 matmul rate measured on random data (the ceiling an MFU
+#      against the datasheet peak should be read beside);
+#   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 256 and 128, eager
+#      and torch.compile: images/s, MFU against the device's bf16 peak, peak memory. Each bench is
+#      capped by `timeout` (BENCH_CAP s) and none starts after DEADLINE s, so the script ends in time
+#      and what finished is kept (most important first); an operator profile of one eager step each;
 #   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus).
 # Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
 #
@@ -16,8 +21,8 @@ WHEELS=.gpu_wheels
 if [ "${1:-}" = "--prepare" ]; then
   # the versions this checkout is tested with (the ones in .venv), so the device runs the same code
   PIP=${PIP:-.venv/bin/pip}
-  pins=$($PIP list --format=freeze 2>/dev/null | grep -i -E '^(open.clip.torch|ftfy|wcwidth)==' || true)
-  $PIP download --no-deps -d "$WHEELS" ${pins:-open_clip_torch ftfy wcwidth}
+  pins=$($PIP list --format=freeze 2>/dev/null | grep -i -E '^(open.clip.torch|ftfy|wcwidth|timm|webdataset|braceexpand)==' || true)
+  $PIP download --no-deps -d "$WHEELS" ${pins:-open_clip_torch ftfy wcwidth timm webdataset braceexpand}
   exit 0
 fi
 PY=${PY:-python3}
@@ -29,22 +34,49 @@ if ! $PY -c "import open_clip, ftfy" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl
 fi
 export PYTHONPATH="$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-$PY -c "import torch, rils; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| rils', rils.__version__)"
+$PY -c "import torch, timm, rils; print('torch', torch.__version__, '| timm', timm.__version__, '| cuda', torch.cuda.is_available(), '| rils', rils.__version__)"
+START=$(date +%s)
 
 if [ -n "${GPU_SH_TINY:-}" ]; then   # the CPU path: same commands, tiny sizes
-  PRESET=vit_nano8_32 DEVICE=cpu PRECISION=fp32 BATCHES="8" STEPS=2 WARMUP=1 COMPILES="eager"
+  PRESET=vit_nano8_32 DEVICE=cpu PRECISION=fp32 RUNS_="8:eager" STEPS=2 WARMUP=1
 else
-  PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 BATCHES=${BATCHES:-"128 256"} STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
-  COMPILES=${COMPILES:-"eager compile"}
+  PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
+  RUNS_=${RUNS_:-"256:eager 128:eager 256:profile 256:compile 128:compile"}   # batch:what, most important first
 fi
-for b in $BATCHES; do
-  for c in $COMPILES; do
-    flag=""; [ "$c" = compile ] && flag="--compile"
-    echo "== bench $PRESET batch $b $c"
-    $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" --device "$DEVICE" \
-        --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds 60 $flag --out "$OUT/bench_${PRESET}_b${b}_${c}.json" \
-        || echo "bench $PRESET b$b $c failed"
-  done
+BENCH_CAP=${BENCH_CAP:-240} DEADLINE=${DEADLINE:-300}
+
+$PY - "$OUT" "$DEVICE" <<'PY'
+import json, sys, time, torch
+out, device = sys.argv[1], sys.argv[2]
+info = {"device": device}
+if device == "cuda" and torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    info.update(name=p.name, multiprocessors=p.multi_processor_count, memory_gib=p.total_memory / 2**30)
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    info["bf16_matmul_tflops_measured"] = 10 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12
+json.dump(info, open(f"{out}/device.json", "w"), indent=1)
+print("device:", info)
+PY
+
+for run in $RUNS_; do
+  b=${run%%:*} c=${run##*:}
+  if [ $(( $(date +%s) - START )) -gt "$DEADLINE" ]; then echo "== skip $PRESET batch $b $c: past ${DEADLINE}s"; continue; fi
+  echo "== $c $PRESET batch $b ($(( $(date +%s) - START ))s)"
+  if [ "$c" = profile ]; then   # where one eager step's device time goes, per method (after a warm-up step)
+    timeout -s KILL 120 $PY -m rils bench --profile --preset "$PRESET" --methods clip rils --batch "$b" \
+        --precision "$PRECISION" > "$OUT/profile_${PRESET}_b${b}.txt" 2>&1 || echo "profile failed or passed its 120s cap"
+    continue
+  fi
+  flag=""; [ "$c" = compile ] && flag="--compile"
+  timeout -s KILL "$BENCH_CAP" $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" \
+      --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds 60 $flag \
+      --out "$OUT/bench_${PRESET}_b${b}_${c}.json" || echo "bench $PRESET b$b $c failed or passed its ${BENCH_CAP}s cap"
 done
 [ "${REPRO:-0}" = 1 ] && { bash benchmarks/gpu_repro.sh || echo "gpu_repro.sh failed"; }
 
@@ -52,12 +84,17 @@ $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 rows = []
+dev = json.loads((Path(sys.argv[1]) / "device.json").read_text())
+ceiling = dev.get("bf16_matmul_tflops_measured")
 for f in sorted(Path(sys.argv[1]).glob("bench_*.json")):
     r = json.loads(f.read_text())
     for name, s in r["results"].items():
         mfu = "" if s.get("mfu") is None else f"{100 * s['mfu']:.1f} %"
-        rows.append(f"| {f.stem.split('_', 1)[1]} | {name} | {s['images_per_sec']:.0f} | {mfu} | {s['peak_mem_mb']:.0f} |")
-    rows.append(f"| | ratios | " + ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items()) + " | | |")
-print("\n| run | step | images/s | MFU | peak MB |\n|---|---|---|---|---|")
+        of_measured = "" if not ceiling else f"{100 * s['achieved_tflops'] / ceiling:.1f} %"
+        rows.append(f"| {f.stem.split('_', 1)[1]} | {name} | {s['images_per_sec']:.0f} | {s['achieved_tflops']:.0f} "
+                    f"| {mfu} | {of_measured} | {s['peak_mem_mb']:.0f} |")
+    rows.append(f"| | ratios | " + ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items()) + " | | | | |")
+print(f"\ndevice: {dev}")
+print("\n| run | step | images/s | TFLOP/s | MFU (datasheet peak) | of measured matmul | peak MB |\n|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 PY

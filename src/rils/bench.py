@@ -350,7 +350,7 @@ def profile_step(preset: str, method: str, precision: str, batch: int, open_clip
     with torch.profiler.profile() as prof:
         step(data)
         _sync(dev)
-    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
