@@ -75,7 +75,7 @@ for run in $RUNS_; do
   fi
   flag=""; [ "$c" = compile ] && flag="--compile"
   timeout -s KILL "$BENCH_CAP" $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" \
-      --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds 60 $flag \
+      --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds "${MAX_S:-60}" $flag \
       --out "$OUT/bench_${PRESET}_b${b}_${c}.json" || echo "bench $PRESET b$b $c failed or passed its ${BENCH_CAP}s cap"
 done
 [ "${REPRO:-0}" = 1 ] && { bash benchmarks/gpu_repro.sh || echo "gpu_repro.sh failed"; }

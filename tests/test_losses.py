@@ -130,3 +130,13 @@ def test_simclr_loss_by_hand():
 
     expected = 0.5 * (nt_xent(a, b) + nt_xent(b, a))
     assert abs(L.simclr_loss(z1, z2, tau).item() - expected) < 1e-4
+
+
+def test_reconstruction_loss_reads_nothing_back_to_the_host():
+    """No data-dependent host read (a boolean index, `bool(tensor)`): on a GPU each one stalls the
+    step's queue. torch._dynamo traces the loss in one graph only if there is none."""
+    import torch._dynamo
+    f, g, z, mask, matched = _recon_inputs()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(L.language_space_reconstruction_loss)(f, g, z, mask, matched)
+    assert explained.graph_break_count == 0, explained.break_reasons

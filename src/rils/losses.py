@@ -72,18 +72,20 @@ def language_space_reconstruction_loss(target_patches: torch.Tensor, pred_patche
     Returns the mean over the masked patches of matched images of KL(p ‖ q). KL(p ‖ q) differs from
     the paper's -Σ sg[p] log q by the entropy of p, a constant under stop-gradient: same gradient,
     and a value that reaches 0 at a perfect reconstruction. When C is empty it returns 0 (with a graph).
+    Every patch is scored and those outside C ∪ M are zeroed, not indexed out: selecting them by
+    boolean index (or testing whether any are left) makes the host wait for the device mid-step, and a
+    GPU's queue then runs dry for the rest of the forward and the whole backward.
     """
     selected = mask & matched.unsqueeze(1)                        # i ∈ C, k ∈ M (Eq. 9)
-    if not bool(selected.any()):
-        return (pred_patches.sum() + text_emb.sum()) * 0.0
     z = F.normalize(text_emb.float(), dim=-1)
-    g = F.normalize(pred_patches[selected].float(), dim=-1)      # g̃ (Eq. 7)
+    g = F.normalize(pred_patches.float(), dim=-1)                 # g̃ (Eq. 7)
     with torch.no_grad():                                         # sg[p] (Eq. 9)
-        f = F.normalize(target_patches[selected].float(), dim=-1)  # f̃ (Eq. 7)
+        f = F.normalize(target_patches.float(), dim=-1)           # f̃ (Eq. 7)
         log_p = F.log_softmax(f @ z.T / tau_target, dim=-1)       # p (Eq. 8), τ1
     log_q = F.log_softmax(g @ z.T / tau_pred, dim=-1)             # q (Eq. 8), τ2
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    return kl.mean()                                              # 1 / (|C|·|M|) Σ (Eq. 9)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)              # [B, N]
+    kl = torch.where(selected, kl, kl.new_zeros(()))              # only i ∈ C, k ∈ M count
+    return kl.sum() / selected.sum().clamp(min=1)                 # 1 / (|C|·|M|) Σ (Eq. 9)
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
