@@ -8,7 +8,8 @@
 #   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 256 and 128, eager
 #      and torch.compile: images/s, MFU against the device's bf16 peak, peak memory. Each bench is
 #      capped by `timeout` (BENCH_CAP s) and none starts after DEADLINE s, so the script ends in time
-#      and what finished is kept (most important first); an operator profile of one eager step each;
+#      and what finished is kept (most important first); an operator profile of one eager step each,
+#      and the host-device synchronisations of one step (benchmarks/cuda_syncs.py);
 #   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus).
 # Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
 #
@@ -41,7 +42,7 @@ if [ -n "${GPU_SH_TINY:-}" ]; then   # the CPU path: same commands, tiny sizes
   PRESET=vit_nano8_32 DEVICE=cpu PRECISION=fp32 RUNS_="8:eager" STEPS=2 WARMUP=1
 else
   PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
-  RUNS_=${RUNS_:-"256:eager 128:eager 256:profile 256:compile 128:compile"}   # batch:what, most important first
+  RUNS_=${RUNS_:-"64:syncs 256:eager 128:eager 256:profile 256:compile 128:compile"}   # batch:what, most important first
 fi
 BENCH_CAP=${BENCH_CAP:-240} DEADLINE=${DEADLINE:-300}
 
@@ -68,6 +69,11 @@ for run in $RUNS_; do
   b=${run%%:*} c=${run##*:}
   if [ $(( $(date +%s) - START )) -gt "$DEADLINE" ]; then echo "== skip $PRESET batch $b $c: past ${DEADLINE}s"; continue; fi
   echo "== $c $PRESET batch $b ($(( $(date +%s) - START ))s)"
+  if [ "$c" = syncs ]; then     # host-device synchronisations in one step, per method, and where
+    timeout -s KILL 60 $PY benchmarks/cuda_syncs.py "$OUT/syncs_${PRESET}.json" --preset "$PRESET" --batch "$b" \
+        || echo "sync count failed or passed its 60s cap"
+    continue
+  fi
   if [ "$c" = profile ]; then   # where one eager step's device time goes, per method (after a warm-up step)
     timeout -s KILL 120 $PY -m rils bench --profile --preset "$PRESET" --methods clip rils --batch "$b" \
         --precision "$PRECISION" > "$OUT/profile_${PRESET}_b${b}.txt" 2>&1 || echo "profile failed or passed its 120s cap"
