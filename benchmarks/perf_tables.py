@@ -15,6 +15,7 @@ FLOP_SLACK = 1.05      # RILS step <= 1.05 x (its FLOP ratio) x CLIP step
 MEMORY_GOAL = 1.3      # RILS peak step memory <= 1.3 x CLIP's
 OPEN_CLIP_GOAL = 0.9   # our CLIP step <= 0.9 x open_clip's
 DATA_GOAL = 3.0        # one data worker >= 3 x the step's images/s
+MFU_GOAL = 0.45        # RILS vit_b16 bf16 model FLOPs utilisation on an H200 (datasheet bf16 peak)
 
 
 def _load(path):
@@ -31,23 +32,36 @@ def _iv(interval) -> str:
 
 def step_table(report) -> str:
     iv = report.get("intervals", {})
-    head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}** — "
+    head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}"
+            f"{', torch.compile' if report.get('compile') else ''}** — "
             f"median of {report['steps']} steps x {report['repeats']} interleaved repetitions "
             f"({report.get('stopped_because', '')})")
-    rows = [head, "", "| step | images/s | step time (ms) | GFLOP/step | achieved TFLOP/s | peak step memory (MB) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    gpu = report.get("peak_tflops") is not None
+    rows = [head, "", "| step | images/s | step time (ms) | GFLOP/step | achieved TFLOP/s | peak step memory (MB) |"
+            + (" MFU |" if gpu else ""), "|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "")]
     for r in report["results"].values():
         rows.append(f"| {r['name']} | {r['images_per_sec']:.1f} | {r['median_step_s'] * 1e3:.0f} | "
-                    f"{r['gflops_per_step']:.1f} | {r['achieved_tflops']:.3f} | {r['peak_mem_mb']:.0f} |")
+                    f"{r['gflops_per_step']:.1f} | {r['achieved_tflops']:.3f} | {r['peak_mem_mb']:.0f} |"
+                    + (f" {r['mfu']:.1%} |" if gpu else ""))
     if iv:
         rows += ["", "Step-time ratios, median [bootstrap 95 % interval]: " +
                  "; ".join(f"{k.replace('_step_time', '').replace('_', ' ')} {_iv(v)}" for k, v in iv.items())]
     return "\n".join(rows)
 
 
+def _compiled(report, name) -> bool:
+    return report.get("compile", "_compile" in name)
+
+
 def goals_for(report, name) -> list[str]:
     rows, rat, iv = [], report["ratios"], report.get("intervals", {})
-    where = f"{report['preset']} {report['precision']} b{report['batch']}"
+    where = f"{report['preset']} {report['precision']} b{report['batch']}" + (
+        ", torch.compile" if _compiled(report, name) else "")
+    rils = report["results"].get("rils:rils", {})
+    if rils.get("mfu") is not None:
+        rows.append(f"| RILS MFU ≥ {MFU_GOAL:.0%} (of the {report['peak_tflops']:.0f} TFLOP/s bf16 datasheet peak) "
+                    f"| {where} | {rils['mfu']:.1%} ({rils['achieved_tflops']:.0f} TFLOP/s) | "
+                    f"{'met' if rils['mfu'] >= MFU_GOAL else 'missed'} | {name} |")
     if "rils_over_clip_step_time" in iv:
         goal = FLOP_SLACK * rat["rils_over_clip_flops"]
         v = iv["rils_over_clip_step_time"]
@@ -65,8 +79,9 @@ def goals_for(report, name) -> list[str]:
                         f"{'met' if v <= MEMORY_GOAL else 'missed'} | {name} |")
     if "our_clip_over_open_clip_step_time" in iv:
         v = iv["our_clip_over_open_clip_step_time"]
-        rows.append(f"| our CLIP step ≤ {OPEN_CLIP_GOAL} × open_clip's | {where} | {_iv(v)} | "
-                    f"{verdict(v, OPEN_CLIP_GOAL)} | {name} |")
+        # `rils bench --compile` compiles our steps only: against open_clip's eager step it is no verdict
+        state = "not comparable (ours compiled, open_clip eager)" if _compiled(report, name) else verdict(v, OPEN_CLIP_GOAL)
+        rows.append(f"| our CLIP step ≤ {OPEN_CLIP_GOAL} × open_clip's | {where} | {_iv(v)} | {state} | {name} |")
     return rows
 
 
@@ -85,6 +100,20 @@ def render(results: Path = RESULTS) -> str:
             steps[f.name] = r
             s["goals"] += goals_for(r, f.name)
             s["body"] += [f"#### `{f.name}`", "", step_table(r), ""]
+    # benchmarks/gpu.sh's runs, one folder per run (device and commit in its name)
+    for f in sorted(results.glob("gpu/*/bench_*.json")):
+        r, name = _load(f), f"gpu/{f.parent.name}/{f.name}"
+        r.setdefault("compile", _compiled(r, f.name))
+        s = section(r)
+        s["goals"] += goals_for(r, name)
+        s["body"] += [f"#### `{name}`", "", step_table(r), ""]
+    for f in sorted(results.glob("gpu/*/device.json")):
+        d = _load(f)
+        if d.get("bf16_matmul_tflops_measured"):
+            section({"machine": d["name"]})["body"] += [
+                f"Device ({f.parent.name}): {d['name']}, {d['multiprocessors']} multiprocessors; an 8192³ bf16 matmul on "
+                f"random data ran at {d['bf16_matmul_tflops_measured']:.0f} TFLOP/s (the MFU column is against the "
+                f"datasheet's 989).", ""]
     for f in sorted(results.glob("compile_*.json")):
         r = _load(f)
         s = section(r)

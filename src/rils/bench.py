@@ -263,7 +263,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
                                                                       cpu_peaks.get("rils:clip", [])) if c > 0]}
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
-            "accum_steps": accum_steps, "grad_clip": grad_clip,
+            "accum_steps": accum_steps, "grad_clip": grad_clip, "compile": compile_,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
