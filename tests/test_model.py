@@ -127,3 +127,28 @@ def test_decoder_at_the_masked_patches_equals_the_full_output_there(depth):
     (g_part,) = torch.autograd.grad(part.square().sum(), x)
     (g_full,) = torch.autograd.grad(full.square().sum(), x)
     assert torch.allclose(g_part, g_full, atol=1e-5)
+
+
+def test_decoder_grad_checkpointing_keeps_fewer_activations():
+    from rils.model.decoder import MaskedDecoder
+    from rils.model.masking import masked_ids
+    torch.manual_seed(0)
+    dec = MaskedDecoder(16, 4, 32, 48, 2, 4, 20).train()
+    ids_keep, _, ids_restore = random_masking(torch.rand(3, 16), 0.75)
+    x = torch.randn(3, 5, 32, requires_grad=True)
+    at = masked_ids(ids_restore, ids_keep.shape[1])
+
+    def saved_bytes():
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = dec(x, ids_restore, at=at)
+        return total[0], out
+
+    plain, out_plain = saved_bytes()
+    dec.grad_checkpointing = True
+    kept, out_kept = saved_bytes()
+    assert torch.equal(out_plain, out_kept) and kept < plain / 2

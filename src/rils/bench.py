@@ -56,8 +56,10 @@ class RilsStep:
     over `accum_steps` micro-batches, clipping at the training default, the finiteness check, AdamW."""
 
     def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False,
-                 precision: str = "fp32", grad_clip: float = TrainConfig.grad_clip, accum_steps: int = 1):
+                 precision: str = "fp32", grad_clip: float = TrainConfig.grad_clip, accum_steps: int = 1,
+                 grad_checkpointing: bool = False):
         model = create_model(preset_name, method=method_name)
+        model.set_grad_checkpointing(grad_checkpointing)   # as model.grad_checkpointing does in training
         opts = MethodOptions(num_prototypes=1024)
         self.module = create_method(method_name, model, opts).to(device).train()
         self.preset = model.preset
@@ -83,7 +85,7 @@ class RilsStep:
 class OpenClipStep:
     """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
 
-    def __init__(self, preset_name: str, device, precision: str = "fp32"):
+    def __init__(self, preset_name: str, device, precision: str = "fp32", grad_checkpointing: bool = False):
         import open_clip
         p = get_preset(preset_name)
         vision = dict(layers=p.depth, width=p.width, head_width=p.width // p.heads, patch_size=p.patch_size,
@@ -91,6 +93,7 @@ class OpenClipStep:
         text = dict(context_length=p.context_length, vocab_size=p.vocab_size, width=p.text_width,
                     heads=p.text_heads, layers=p.text_layers)
         self.module = open_clip.CLIP(embed_dim=p.embed_dim, vision_cfg=vision, text_cfg=text).to(device).train()
+        self.module.set_grad_checkpointing(grad_checkpointing)
         self.loss = open_clip.ClipLoss()
         self.preset = p
         self.views = False
@@ -173,7 +176,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
               steps: int = 10, warmup: int = 3, repeats: int = 3, open_clip: bool = True, device: str = "auto",
               compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
               progress=None, target_half_width: float | None = 0.03, max_seconds: float = 600.0,
-              max_repeats: int = 30, memory_repeats: int = 3) -> dict:
+              max_repeats: int = 30, memory_repeats: int = 3, grad_checkpointing: bool = False) -> dict:
     """Time each method's training step, interleaved repetition by repetition. `repeats` is the least
     number of repetitions; with `target_half_width`, repetitions go on until every step-time ratio's
     bootstrap 95 % interval has at most that half-width, or `max_seconds` / `max_repeats` is reached.
@@ -184,10 +187,11 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     requested = precision
     precision, why = resolve_precision(precision, dev)
     say = progress or (lambda msg: None)
-    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, grad_clip, accum_steps))
+    step_options = (grad_clip, accum_steps, grad_checkpointing)
+    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, *step_options))
                   for m in methods}
     if open_clip:
-        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision)
+        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing)
     steppers, results = {}, {}
     for name, make in candidates.items():
         torch.manual_seed(0)
@@ -209,7 +213,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     if dev.type == "cpu":
         for _ in range(memory_repeats):    # interleaved, like the timings
             for name in steppers:
-                cpu_peaks[name].append(_cpu_step_peak_mb(name, preset, batch, precision, (grad_clip, accum_steps)))
+                cpu_peaks[name].append(_cpu_step_peak_mb(name, preset, batch, precision, step_options))
         for name in steppers:
             results[name].peak_mem_mb = statistics.median(cpu_peaks[name])
 
@@ -264,6 +268,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip, "compile": compile_,
+            "grad_checkpointing": grad_checkpointing,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
@@ -273,7 +278,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
 def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, step_options, queue) -> None:
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    step = (OpenClipStep(preset, cpu, precision) if kind == "open_clip"
+    step = (OpenClipStep(preset, cpu, precision, step_options[-1]) if kind == "open_clip"
             else RilsStep(method, preset, cpu, False, precision, *step_options))
     data = _batch(step.preset, batch, cpu, step.views)
     gc.collect()
@@ -285,7 +290,8 @@ def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: 
 _MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
 
 
-def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str, step_options=()) -> float:
+def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str,
+                      step_options=(TrainConfig.grad_clip, 1, False)) -> float:
     """Peak resident memory of the first training step (activations, gradients, optimiser state)
     above the resident size after building the model, in a fresh process per method so that each
     gets its own high-water mark. (Forking this process instead could deadlock OpenMP.) The child

@@ -84,7 +84,8 @@ def _bench(args) -> int:
     report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
                        args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile,
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
-                       target_half_width=args.target_half_width or None, max_seconds=args.max_seconds, **extra)
+                       target_half_width=args.target_half_width or None, max_seconds=args.max_seconds,
+                       grad_checkpointing=args.grad_checkpointing, **extra)
     if args.out:   # first: minutes of measurement are never lost to the table below
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -130,6 +131,8 @@ def _add_bench(sub, help):
     p.add_argument("--no-open-clip", action="store_true", help="skip the open_clip reference")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="activation checkpointing in every tower, as model.grad_checkpointing (open_clip's too)")
     p.add_argument("--out", help="write the report as JSON")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
     p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .init import mae_init_
 from .masking import take_patches
@@ -25,6 +26,14 @@ class MaskedDecoder(nn.Module):
         self.norm = norm(width)
         self.pred = nn.Linear(width, out_dim)  # to the encoder width (RILS) or to p*p*3 pixels (MAE)
         mae_init_(self, tokens=(self.mask_token,))  # MAE's initialize_weights; mask token ~ N(0, 0.02)
+        self.grad_checkpointing = False             # set by DualEncoder.set_grad_checkpointing
+
+    def _block(self, fn, *args):
+        """One block, under activation checkpointing when it is on: only its input is kept, and its
+        forward runs again in the backward pass."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def forward(self, x: torch.Tensor, ids_restore: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, 1+L, W_enc] encoded visible tokens (cls first). Returns [B, N, out_dim], patches only;
@@ -38,10 +47,11 @@ class MaskedDecoder(nn.Module):
         patches = torch.cat([x[:, 1:], masked], dim=1)
         patches = take_patches(patches, ids_restore)
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        for block in self.blocks if at is None else self.blocks[:-1]:
+            x = self._block(block, x)
         if at is None:
-            return self.pred(self.norm(self.blocks(x))[:, 1:])
-        x = self.blocks[:-1](x)
-        return self.pred(self.norm(block_outputs_at(self.blocks[-1], x, at + 1)))   # +1: cls first
+            return self.pred(self.norm(x)[:, 1:])
+        return self.pred(self.norm(self._block(block_outputs_at, self.blocks[-1], x, at + 1)))   # +1: cls first
 
 
 def block_outputs_at(block: Block, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:

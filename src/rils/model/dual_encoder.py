@@ -90,6 +90,10 @@ class DualEncoder(nn.Module):
             self.logit_scale.clamp_(0, math.log(LOGIT_SCALE_MAX))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every tower's blocks: the vision trunk, the text tower and the
+        decoder (each keeps its blocks' inputs only and recomputes the rest in the backward pass)."""
         self.visual.grad_checkpointing = enable
+        if self.decoder is not None:
+            self.decoder.grad_checkpointing = enable
         if self.text is not None:
             self.text.set_grad_checkpointing(enable)
