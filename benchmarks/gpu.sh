@@ -42,7 +42,7 @@ if [ -n "${GPU_SH_TINY:-}" ]; then   # the CPU path: same commands, tiny sizes
   PRESET=vit_nano8_32 DEVICE=cpu PRECISION=fp32 RUNS_="8:eager" STEPS=2 WARMUP=1
 else
   PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
-  RUNS_=${RUNS_:-"64:syncs 256:eager 128:eager 256:profile 256:compile 128:compile"}   # batch:what, most important first
+  RUNS_=${RUNS_:-"64:syncs 256:eager 256:compile 128:eager 256:profile 128:compile"}   # batch:what, most important first
 fi
 BENCH_CAP=${BENCH_CAP:-240} DEADLINE=${DEADLINE:-300}
 
