@@ -54,6 +54,18 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def any_rank_bad(bad: torch.Tensor, flags: list[bool]) -> tuple[torch.Tensor, list[bool]]:
+    """`bad` (a device bool) OR-ed over the ranks, and each host flag likewise, in one all-reduce.
+    On one process nothing is read back from the device; across ranks the flags are (a stop must be
+    decided on the host), so each step waits for its all-reduce there."""
+    if not is_distributed():
+        return bad, [bool(f) for f in flags]
+    t = torch.cat([bad.float().reshape(1), torch.tensor([float(f) for f in flags], device=bad.device)])
+    dist.all_reduce(t)
+    host = t[1:].tolist() if flags else []
+    return t[0] > 0, [v > 0 for v in host]
+
+
 def any_rank_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
     """For each flag, whether it is set on any rank (one all-reduce for all of them). Ranks must
     agree on stopping or skipping at the same step, or the next collective would hang."""

@@ -109,3 +109,34 @@ def test_ranks_decide_together(tmp_path):
     recs = records(tmp_path / "run")
     assert [r["skipped_steps"] for r in recs] == [0, 0, 1, 2, 2, 3, 3, 3]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["skipped_steps"] == 3
+
+
+def test_skips_read_a_step_late_count_the_same(tmp_path, monkeypatch):
+    """Between log lines the engine reads a step's outcome only after queuing the next step (no
+    host-device wait on a GPU): the same steps are skipped, counted and logged as with log_every=1."""
+    bad = {3: "nan", 4: "nan", 6: "inf"}
+    before = {}
+    inject_loss(monkeypatch, bad.get, on_call=lambda n, m: before.__setitem__(n, flat_params(m)))
+    cfg = load_config("demo", [*TINY, "train.max_steps=8", "train.checkpoint_every=100", "train.log_every=4",
+                               f"output_dir={tmp_path}"])
+    ckpt = load_checkpoint(train(cfg))
+    for n in range(1, 8):
+        assert torch.equal(before[n], before[n + 1]) == (n in bad), n
+    assert ckpt["skipped_steps"] == 3
+    assert all(s["step"] == 8 - len(bad) for s in ckpt["optimizer"]["state"].values())
+    recs = records(tmp_path)
+    assert [(r["step"], r["skipped_steps"]) for r in recs] == [(4, 2), (8, 3)]
+
+
+def test_a_bad_streak_seen_a_step_late_still_stops_the_run(tmp_path, monkeypatch, capsys):
+    inject_loss(monkeypatch, lambda n: "nan" if n >= 8 else None)
+    cfg = load_config("demo", [*TINY, "train.max_steps=40", "train.checkpoint_every=5", "train.log_every=100",
+                               "train.max_bad_steps=4", f"output_dir={tmp_path}"])
+    with pytest.raises(RunAborted) as info:
+        train(cfg)
+    message = str(info.value)
+    assert "4 consecutive steps" in message and "the last at step 11" in message
+    assert "step_00000005.pt (step 5)" in message      # step 10 was inside the streak: not saved
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    assert ckpt_step(latest) == 5 and not (tmp_path / "checkpoints" / "step_00000010.pt").exists()
+    assert "step 11: non-finite loss or gradient norm; update skipped (4 in a row" in capsys.readouterr().err

@@ -361,7 +361,7 @@ def train(cfg: Config) -> Path:
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line every 10 s
     step, batches, epoch = start_step, None, -1
     sums, n_sums, images = Counter(), 0, 0
-    t_last, bad_streak, grad_norm = time.perf_counter(), 0, torch.tensor(float("nan"))
+    t_last, bad_streak, grad_norm, pending = time.perf_counter(), 0, float("nan"), None
     try:
         while step < total_steps:
             if step // steps_per_epoch != epoch or batches is None:
@@ -387,24 +387,46 @@ def train(cfg: Config) -> Path:
                                 grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
                                 extra_flags=[s in received for s in STOP_SIGNALS],
                                 accum_negatives=cfg.train.accum_negatives, scaler=scaler)
-            (interrupted, terminated), grad_norm = result.flags, result.grad_norm
+            interrupted, terminated = result.flags
             stop_now = interrupted or terminated
             images += result.images
-            if result.skipped:
-                skipped_steps += 1
-                bad_streak += 1
-                log(f"step {step + 1}: non-finite loss or gradient norm; update skipped "
-                    f"({bad_streak} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
-            else:
-                bad_streak = 0
-                sums.update(result.sums)
-                n_sums += A
             step += 1
             bar.update(1)
             progress.step(step)
-
             epoch_end = step % steps_per_epoch == 0
-            if step % cfg.train.log_every == 0 or step == total_steps or epoch_end:
+            log_now = step % cfg.train.log_every == 0 or step == total_steps or epoch_end
+            save_now = step % cfg.train.checkpoint_every == 0 and step < total_steps
+            # The previous step's outcome is read now that this step is queued behind it (on a GPU the
+            # read then costs no idle time); this step's own is read at once only where a log line, a
+            # checkpoint or a stop needs it. A streak of bad steps is thus seen at most one step late.
+            due = [pending] if pending is not None else []
+            pending = (step, result)
+            if log_now or save_now or stop_now:
+                due, pending = due + [pending], None
+            abort_at = None
+            for at, done in due:
+                sums_, grad_norm, skipped = done.read()
+                if skipped:
+                    skipped_steps += 1
+                    bad_streak += 1
+                    log(f"step {at}: non-finite loss or gradient norm; update skipped "
+                        f"({bad_streak} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
+                else:
+                    bad_streak = 0
+                    sums.update(sums_)
+                    n_sums += A
+                if bad_streak >= cfg.train.max_bad_steps:
+                    abort_at = at
+                    break
+            if abort_at is not None:
+                kept = (f"the last good checkpoint is {last_saved[0]} (step {last_saved[1]})" if last_saved
+                        else "no checkpoint was written")
+                aborted = RunAborted(f"{bad_streak} consecutive steps with a non-finite loss or gradient "
+                                     f"(train.max_bad_steps={cfg.train.max_bad_steps}), the last at step {abort_at}; "
+                                     f"stopped without saving; {kept}")
+                if abort_at != step or not log_now:   # seen a step late, or no log line due: stop now
+                    raise aborted
+            if log_now:
                 now = time.perf_counter()
                 means = {k: v / n_sums for k, v in sums.items()} if n_sums else {}
                 if world > 1 and means:
@@ -423,13 +445,9 @@ def train(cfg: Config) -> Path:
                 sums, n_sums, images, t_last = Counter(), 0, 0, now
                 if epoch_end:
                     epoch_skipped.clear()
-            if bad_streak >= cfg.train.max_bad_steps:
-                kept = (f"the last good checkpoint is {last_saved[0]} (step {last_saved[1]})" if last_saved
-                        else "no checkpoint was written")
-                raise RunAborted(f"{bad_streak} consecutive steps with a non-finite loss or gradient "
-                                 f"(train.max_bad_steps={cfg.train.max_bad_steps}), the last at step {step}; "
-                                 f"stopped without saving; {kept}")
-            if step % cfg.train.checkpoint_every == 0 and step < total_steps and bad_streak == 0:
+            if abort_at is not None:       # after the aborting step's own log line
+                raise aborted
+            if save_now and bad_streak == 0:
                 save(step, periodic=True)   # not in a streak of bad steps: it may be the start of a divergence
             if stop_now:   # every rank: the flags were OR-ed over the ranks
                 save(step, periodic=False)

@@ -26,11 +26,34 @@ from ..precision import autocast
 
 @dataclass
 class StepResult:
-    sums: dict[str, float]          # each output (loss and its parts) summed over the micro-batches
+    """What a step leaves for its caller. The logged values, the gradient norm and whether the update
+    was dropped stay on the device until `read()`, one device-to-host copy, so that a caller can
+    queue the next step first: read at once, the host would wait for the device, and a GPU would then
+    sit idle while the host launches the next step's first kernels."""
+    names: tuple[str, ...]          # the method's outputs (loss and its parts)
+    values: torch.Tensor            # each output summed over the micro-batches, on the device
     grad_norm: torch.Tensor         # global gradient norm before clipping
     images: int                     # images in the step, all ranks together
-    skipped: bool                   # the update was dropped: non-finite loss or gradient on some rank
+    bad: torch.Tensor               # the update was dropped: non-finite loss or gradient on some rank
     flags: list[bool] = field(default_factory=list)   # `extra_flags`, each OR-ed over the ranks
+    _read: tuple | None = field(default=None, repr=False)
+
+    def read(self) -> tuple[dict[str, float], float, bool]:
+        """(sums, grad norm, skipped) on the host."""
+        if self._read is None:
+            dev = self.values.device
+            host = torch.cat([self.values, self.grad_norm.detach().float().reshape(1).to(dev),
+                              self.bad.float().reshape(1).to(dev)]).tolist()
+            self._read = dict(zip(self.names, host[:-2])), host[-2], bool(host[-1])
+        return self._read
+
+    @property
+    def sums(self) -> dict[str, float]:
+        return self.read()[0]
+
+    @property
+    def skipped(self) -> bool:
+        return self.read()[2]
 
 
 def compile_for_training(net, device: torch.device):
@@ -65,7 +88,7 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     if pooled:
         cache, rng = _cache_features(method, micro_batches, device, precision)
     optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, float] = {}
+    values = None
     images = 0
     for i, batch in enumerate(micro_batches):
         defer_sync = world > 1 and i < n - 1
@@ -77,19 +100,25 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
                 outputs = forward(batch)
         loss = outputs["loss"] / n
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        # one device-to-host copy for all logged parts, not one per part
-        values = torch.stack([v.detach().float() for v in outputs.values()]).tolist()
-        for k, v in zip(outputs, values):
-            sums[k] = sums.get(k, 0.0) + v
+        part = torch.stack([v.detach().float() for v in outputs.values()])   # stays on the device
+        values = part if values is None else values + part
         images += batch["image"].shape[0] * world
     if scaler is not None:
         scaler.unscale_(optimizer)      # clip and judge the true gradient, not the scaled one
     grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip or float("inf"))
     # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also reaches
     # every rank's all-reduced gradient; an infinite one may not), plus the caller's flags.
-    loss_bad, *flags = D.any_rank_flags([not math.isfinite(sums["loss"]), *extra_flags], device)
-    skipped = loss_bad or not bool(torch.isfinite(grad_norm))
-    if not skipped:    # a skipped step leaves weights and optimiser state as they are
+    bad = ~torch.isfinite(values[list(outputs).index("loss")]) | ~torch.isfinite(grad_norm)
+    bad, flags = D.any_rank_bad(bad, list(extra_flags))
+    if scaler is None and getattr(optimizer, "defaults", {}).get("fused"):
+        # The fused AdamW kernel skips the whole update (weights, moments, step count) where
+        # found_inf is set (the mechanism GradScaler uses): the step is decided on the device.
+        optimizer.found_inf = bad.float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(bad):   # other optimisers, and fp16's scaler: the host decides (one wait)
         if scaler is not None:
             scaler.step(optimizer)
         else:
@@ -99,7 +128,7 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     if scheduler is not None:
         scheduler.step()
     method.model.clamp_logit_scale()
-    return StepResult(sums, grad_norm, images, skipped, flags)
+    return StepResult(tuple(outputs), values, grad_norm, images, bad, flags)
 
 
 def _rng_state(device: torch.device):
