@@ -6,7 +6,8 @@
 #   1b. the device line: name, and the bf16 matmul rate measured on random data (the ceiling an MFU
 #      against the datasheet peak should be read beside);
 #   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 256 and 128, eager
-#      and torch.compile: images/s, MFU against the device's bf16 peak, peak memory. Each bench is
+#      and torch.compile (open_clip's step compiled too, as its trainer's --torchcompile does): images/s,
+#      MFU against the device's bf16 peak, peak memory. Each bench is
 #      capped by `timeout` (BENCH_CAP s) and none starts after DEADLINE s, so the script ends in time
 #      and what finished is kept (most important first); an operator profile of one eager step each,
 #      and the host-device synchronisations of one step (benchmarks/cuda_syncs.py);

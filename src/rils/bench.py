@@ -85,7 +85,8 @@ class RilsStep:
 class OpenClipStep:
     """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
 
-    def __init__(self, preset_name: str, device, precision: str = "fp32", grad_checkpointing: bool = False):
+    def __init__(self, preset_name: str, device, precision: str = "fp32", grad_checkpointing: bool = False,
+                 compile_: bool = False):
         import open_clip
         p = get_preset(preset_name)
         vision = dict(layers=p.depth, width=p.width, head_width=p.width // p.heads, patch_size=p.patch_size,
@@ -99,15 +100,17 @@ class OpenClipStep:
         self.views = False
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)  # what open_clip's trainer uses
         self.device, self.precision = torch.device(device), precision
+        # as open_clip's trainer does with --torchcompile; FLOPs are counted on the eager module
+        self.fn = compile_for_training(self.module, self.device) if compile_ else self.module
 
-    def forward(self, batch):
+    def forward(self, batch, module=None):
         with autocast(self.device, self.precision):
-            img, txt, scale = self.module(batch["image"], batch["text"])
+            img, txt, scale = (self.module if module is None else module)(batch["image"], batch["text"])
             return self.loss(img, txt, scale)
 
     def __call__(self, batch):
         self.opt.zero_grad(set_to_none=True)
-        self.forward(batch).backward()
+        self.forward(batch, self.fn).backward()
         self.opt.step()
 
 
@@ -191,7 +194,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, *step_options))
                   for m in methods}
     if open_clip:
-        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing)
+        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing, compile_)
     steppers, results = {}, {}
     for name, make in candidates.items():
         torch.manual_seed(0)
@@ -268,7 +271,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip, "compile": compile_,
-            "grad_checkpointing": grad_checkpointing,
+            "grad_checkpointing": grad_checkpointing, "open_clip_compiled": compile_ and open_clip,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
