@@ -36,7 +36,7 @@ def step_table(report) -> str:
             f"{', torch.compile' if report.get('compile') else ''}"
             f"{', model.grad_checkpointing' if report.get('grad_checkpointing') else ''}** — "
             f"median of {report['steps']} steps x {report['repeats']} interleaved repetitions "
-            f"({report.get('stopped_because', '')})")
+            f"({report.get('stopped_because', '')})" + (f", at {report['commit']}" if report.get("commit") else ""))
     gpu = report.get("peak_tflops") is not None
     rows = [head, "", "| step | images/s | step time (ms) | GFLOP/step | achieved TFLOP/s | peak step memory (MB) |"
             + (" MFU |" if gpu else ""), "|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "")]

@@ -69,3 +69,15 @@ def test_performance_tables_split_machines_and_state_verdicts(tmp_path):
     assert "1.37 × CLIP | vit_ti8_64 fp32 b64 | 1.350 [1.300, 1.400] | undecided" in native
     assert "1.250 [1.200, 1.300] | met" in avx2
     assert "RILS peak memory ≤ 1.3 × CLIP | vit_ti8_64 fp32 b64 | 1.350 (one step each) | missed" in avx2
+
+
+def test_reports_name_the_commit_they_ran_at():
+    import subprocess
+    from pathlib import Path
+
+    from rils.bench import source_commit
+    src = Path(__file__).resolve().parents[1] / "src"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert source_commit().split("+")[0] == head.stdout.strip()

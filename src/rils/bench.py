@@ -11,6 +11,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -274,7 +275,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
             "grad_checkpointing": grad_checkpointing, "open_clip_compiled": compile_ and open_clip,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
-            "device": str(dev), "machine": _machine(dev), "torch": torch.__version__,
+            "device": str(dev), "machine": _machine(dev), "torch": torch.__version__, "commit": source_commit(),
             "results": summaries, "ratios": ratios}
 
 
@@ -319,6 +320,21 @@ def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str,
     value = queue.get(timeout=600)
     proc.join()
     return max(0.0, float(value))
+
+
+def source_commit() -> str | None:
+    """The git commit of the source tree this package runs from ("+dirty" with uncommitted changes),
+    or None outside a git checkout: a kept result names the code that produced it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _rss_mb() -> float:
