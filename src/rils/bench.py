@@ -323,15 +323,15 @@ def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str,
 
 
 def source_commit() -> str | None:
-    """The git commit of the source tree this package runs from ("+dirty" with uncommitted changes),
-    or None outside a git checkout: a kept result names the code that produced it."""
+    """The git commit of the source tree this package runs from ("+dirty" with uncommitted changes
+    to the package's own files), or None outside a git checkout: a kept result names its code."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=10)  # noqa: E731
         head = run("rev-parse", "--short", "HEAD")
         if head.returncode != 0:
             return None
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".").stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
