@@ -72,9 +72,9 @@ def language_space_reconstruction_loss(target_patches: torch.Tensor, pred_patche
     Returns the mean over the masked patches of matched images of KL(p ‖ q). KL(p ‖ q) differs from
     the paper's -Σ sg[p] log q by the entropy of p, a constant under stop-gradient: same gradient,
     and a value that reaches 0 at a perfect reconstruction. When C is empty it returns 0 (with a graph).
-    Every patch is scored and those outside C ∪ M are zeroed, not indexed out: selecting them by
-    boolean index (or testing whether any are left) makes the host wait for the device mid-step, and a
-    GPU's queue then runs dry for the rest of the forward and the whole backward.
+    Every patch is scored and all but the masked patches of images in C are zeroed, not indexed out:
+    selecting by boolean index (or testing whether any are left) makes the host wait for the device
+    mid-step, and a GPU's queue then runs dry for the rest of the forward and the whole backward.
     """
     selected = mask & matched.unsqueeze(1)                        # i ∈ C, k ∈ M (Eq. 9)
     z = F.normalize(text_emb.float(), dim=-1)
