@@ -77,7 +77,10 @@ def test_reports_name_the_commit_they_ran_at():
 
     from rils.bench import source_commit
     src = Path(__file__).resolve().parents[1] / "src"
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
+    except OSError:
+        pytest.skip("no git here")
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert source_commit().split("+")[0] == head.stdout.strip()
