@@ -418,15 +418,7 @@ def train(cfg: Config) -> Path:
                 if bad_streak >= cfg.train.max_bad_steps:
                     abort_at = at
                     break
-            if abort_at is not None:
-                kept = (f"the last good checkpoint is {last_saved[0]} (step {last_saved[1]})" if last_saved
-                        else "no checkpoint was written")
-                aborted = RunAborted(f"{bad_streak} consecutive steps with a non-finite loss or gradient "
-                                     f"(train.max_bad_steps={cfg.train.max_bad_steps}), the last at step {abort_at}; "
-                                     f"stopped without saving; {kept}")
-                if abort_at != step or not log_now:   # seen a step late, or no log line due: stop now
-                    raise aborted
-            if log_now:
+            if log_now and abort_at in (None, step):   # a streak seen a step late stops without a line
                 now = time.perf_counter()
                 means = {k: v / n_sums for k, v in sums.items()} if n_sums else {}
                 if world > 1 and means:
@@ -445,8 +437,12 @@ def train(cfg: Config) -> Path:
                 sums, n_sums, images, t_last = Counter(), 0, 0, now
                 if epoch_end:
                     epoch_skipped.clear()
-            if abort_at is not None:       # after the aborting step's own log line
-                raise aborted
+            if abort_at is not None:
+                kept = (f"the last good checkpoint is {last_saved[0]} (step {last_saved[1]})" if last_saved
+                        else "no checkpoint was written")
+                raise RunAborted(f"{bad_streak} consecutive steps with a non-finite loss or gradient "
+                                 f"(train.max_bad_steps={cfg.train.max_bad_steps}), the last at step {abort_at}; "
+                                 f"stopped without saving; {kept}")
             if save_now and bad_streak == 0:
                 save(step, periodic=True)   # not in a streak of bad steps: it may be the start of a divergence
             if stop_now:   # every rank: the flags were OR-ed over the ranks
