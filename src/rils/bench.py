@@ -191,8 +191,8 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     requested = precision
     precision, why = resolve_precision(precision, dev)
     say = progress or (lambda msg: None)
-    step_options = (grad_clip, accum_steps, grad_checkpointing)
-    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, *step_options))
+    step_options = dict(grad_clip=grad_clip, accum_steps=accum_steps, grad_checkpointing=grad_checkpointing)
+    candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, **step_options))
                   for m in methods}
     if open_clip:
         candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing, compile_)
@@ -282,8 +282,8 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
 def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, step_options, queue) -> None:
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    step = (OpenClipStep(preset, cpu, precision, step_options[-1]) if kind == "open_clip"
-            else RilsStep(method, preset, cpu, False, precision, *step_options))
+    step = (OpenClipStep(preset, cpu, precision, step_options.get("grad_checkpointing", False)) if kind == "open_clip"
+            else RilsStep(method, preset, cpu, False, precision, **step_options))
     data = _batch(step.preset, batch, cpu, step.views)
     gc.collect()
     before = _rss_mb()
@@ -294,8 +294,7 @@ def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: 
 _MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
 
 
-def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str,
-                      step_options=(TrainConfig.grad_clip, 1, False)) -> float:
+def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str, step_options: dict | None = None) -> float:
     """Peak resident memory of the first training step (activations, gradients, optimiser state)
     above the resident size after building the model, in a fresh process per method so that each
     gets its own high-water mark. (Forking this process instead could deadlock OpenMP.) The child
@@ -307,7 +306,7 @@ def _cpu_step_peak_mb(name: str, preset: str, batch: int, precision: str,
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     kind, method = name.split(":")
-    proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, step_options, queue))
+    proc = ctx.Process(target=_cpu_peak_child, args=(kind, method, preset, batch, precision, step_options or {}, queue))
     saved = os.environ.get(_MMAP_THRESHOLD)
     os.environ[_MMAP_THRESHOLD] = str(128 * 1024)      # read by glibc when the spawned interpreter starts
     try:

@@ -69,8 +69,4 @@ def any_rank_bad(bad: torch.Tensor, flags: list[bool]) -> tuple[torch.Tensor, li
 def any_rank_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
     """For each flag, whether it is set on any rank (one all-reduce for all of them). Ranks must
     agree on stopping or skipping at the same step, or the next collective would hang."""
-    if not is_distributed():
-        return [bool(f) for f in flags]
-    t = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(t)
-    return [bool(v > 0) for v in t.tolist()]
+    return any_rank_bad(torch.zeros((), dtype=torch.bool, device=device), flags)[1]
