@@ -50,14 +50,10 @@ def step_table(report) -> str:
     return "\n".join(rows)
 
 
-def _compiled(report, name) -> bool:
-    return report.get("compile", "_compile" in name)
-
-
 def goals_for(report, name) -> list[str]:
     rows, rat, iv = [], report["ratios"], report.get("intervals", {})
     where = f"{report['preset']} {report['precision']} b{report['batch']}" + (
-        ", torch.compile" if _compiled(report, name) else "") + (
+        ", torch.compile" if report.get("compile") else "") + (
         ", grad checkpointing" if report.get("grad_checkpointing") else "")
     rils = report["results"].get("rils:rils", {})
     if rils.get("mfu") is not None:
@@ -82,7 +78,7 @@ def goals_for(report, name) -> list[str]:
     if "our_clip_over_open_clip_step_time" in iv:
         v = iv["our_clip_over_open_clip_step_time"]
         # before open_clip's step was compiled too, `rils bench --compile` compiled ours only: no verdict
-        apart = _compiled(report, name) and not report.get("open_clip_compiled")
+        apart = report.get("compile") and not report.get("open_clip_compiled")
         state = "not comparable (ours compiled, open_clip eager)" if apart else verdict(v, OPEN_CLIP_GOAL)
         rows.append(f"| our CLIP step ≤ {OPEN_CLIP_GOAL} × open_clip's | {where} | {_iv(v)} | {state} | {name} |")
     return rows
@@ -106,7 +102,7 @@ def render(results: Path = RESULTS) -> str:
     # benchmarks/gpu.sh's runs, one folder per run (device and commit in its name)
     for f in sorted(results.glob("gpu/*/bench_*.json")):
         r, name = _load(f), f"gpu/{f.parent.name}/{f.name}"
-        r.setdefault("compile", _compiled(r, f.name))
+        r.setdefault("compile", "_compile" in f.name)   # reports before the key: gpu.sh names the file
         s = section(r)
         s["goals"] += goals_for(r, name)
         s["body"] += [f"#### `{name}`", "", step_table(r), ""]
