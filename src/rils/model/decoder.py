@@ -8,6 +8,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import adopt, attention
 from .init import mae_init_
 from .masking import take_patches
 from .pos_embed import sincos_2d
@@ -23,6 +24,7 @@ class MaskedDecoder(nn.Module):
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
                                       for _ in range(depth)])
+        adopt(self.blocks)
         self.norm = norm(width)
         self.pred = nn.Linear(width, out_dim)  # to the encoder width (RILS) or to p*p*3 pixels (MAE)
         mae_init_(self, tokens=(self.mask_token,))  # MAE's initialize_weights; mask token ~ N(0, 0.02)
@@ -68,7 +70,7 @@ def block_outputs_at(block: Block, x: torch.Tensor, at: torch.Tensor) -> torch.T
     kv = F.linear(h, w[heads * d:], None if b is None else b[heads * d:])
     q = attn.q_norm(q.view(B, -1, heads, d).transpose(1, 2))
     k, v = kv.view(B, S, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-    o = F.scaled_dot_product_attention(q, attn.k_norm(k), v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    o = attention(q, attn.k_norm(k), v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
     o = attn.proj_drop(attn.proj(attn.norm(o.transpose(1, 2).reshape(B, -1, heads * d))))
     y = take_patches(x, at) + block.drop_path1(block.ls1(o))
     return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))

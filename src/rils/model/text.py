@@ -3,6 +3,7 @@ from open_clip.model import CLIPTextCfg, _build_text_tower
 import open_clip
 
 from ..presets import Preset
+from .attention import adopt
 
 
 def text_cfg(preset: Preset) -> dict:
@@ -12,7 +13,8 @@ def text_cfg(preset: Preset) -> dict:
 
 
 def build_text_tower(preset: Preset):
-    return _build_text_tower(preset.embed_dim, CLIPTextCfg(**text_cfg(preset)))
+    # its nn.MultiheadAttention layers go through rils.model.attention (same parameters and names)
+    return adopt(_build_text_tower(preset.embed_dim, CLIPTextCfg(**text_cfg(preset))))
 
 
 def get_tokenizer(context_length: int = 77):
