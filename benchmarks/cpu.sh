@@ -40,6 +40,8 @@ for kind in "${@:-native avx2}"; do
       $PY -m rils bench --data --preset vit_ti8_32 --methods rils slip --out "$OUT/data_${k}_vit_ti8_32.json"
     if [ "$k" = native ] && $PY -c "import sys, torch; sys.exit(not torch.ops.mkldnn._is_mkldnn_bf16_supported())"; then
       bench "cpu_${k}_vit_ti8_64_bf16.json" --preset vit_ti8_64 --batch 64 --precision bf16 --steps 3 --repeats 4
+      [ -f "$OUT/profile_${k}_vit_ti8_64_bf16.txt" ] || $PY -m rils bench --profile --preset vit_ti8_64 --batch 64 \
+        --precision bf16 > "$OUT/profile_${k}_vit_ti8_64_bf16.txt" 2>&1
       bench "cpu_${k}_vit_s16_bf16.json" --preset vit_s16 --batch 16 --precision bf16 --steps 2 --repeats 3
       # torch.compile: speed-up and compile time, then whether a compiled run resumes exactly
       [ -f "$OUT/compile_${k}_vit_ti8_64.json" ] || \
