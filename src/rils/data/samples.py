@@ -134,7 +134,9 @@ class SampleMaker:
         img = decode_image(image)
         text = text[:self.max_caption_chars]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed also queues a seed for every lazily
+            # initialised device and records a stack trace for each, a third of a demo sample's time
+            torch.default_generator.manual_seed(seed)
             out = {"image": self.transform(img), "text": self.tokenizer([text])[0],
                    "seed": torch.tensor(seed, dtype=torch.int64)}
             if self.view_transform is not None:
