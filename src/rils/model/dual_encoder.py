@@ -89,11 +89,13 @@ class DualEncoder(nn.Module):
         if self.logit_scale is not None:
             self.logit_scale.clamp_(0, math.log(LOGIT_SCALE_MAX))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool = True, decoder: bool | None = None) -> None:
         """Activation checkpointing of every tower's blocks: the vision trunk, the text tower and the
-        decoder (each keeps its blocks' inputs only and recomputes the rest in the backward pass)."""
+        decoder (each keeps its blocks' inputs only and recomputes the rest in the backward pass).
+        `decoder` alone (default: as `enable`) sets the decoder's: checkpointing only the decoder
+        drops most of what a masked-image method keeps on top of CLIP for one decoder forward more."""
         self.visual.grad_checkpointing = enable
         if self.decoder is not None:
-            self.decoder.grad_checkpointing = enable
+            self.decoder.grad_checkpointing = enable if decoder is None else decoder
         if self.text is not None:
             self.text.set_grad_checkpointing(enable)
