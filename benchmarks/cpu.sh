@@ -43,11 +43,11 @@ for kind in "${@:-native avx2}"; do
       [ -f "$OUT/profile_${k}_vit_ti8_64_bf16.txt" ] || $PY -m rils bench --profile --preset vit_ti8_64 --batch 64 \
         --precision bf16 > "$OUT/profile_${k}_vit_ti8_64_bf16.txt" 2>&1
       bench "cpu_${k}_vit_s16_bf16.json" --preset vit_s16 --batch 16 --precision bf16 --steps 2 --repeats 3
-      # RILS's extra memory with the decoder alone checkpointed (model.decoder_grad_checkpointing)
-      bench "cpu_${k}_vit_ti8_64_fp32_decoder_grad_checkpointing.json" --preset vit_ti8_64 --batch 64 --precision fp32 \
-        --steps 3 --repeats 4 --decoder-grad-checkpointing
-      bench "cpu_${k}_vit_ti8_64_bf16_decoder_grad_checkpointing.json" --preset vit_ti8_64 --batch 64 --precision bf16 \
-        --steps 3 --repeats 4 --decoder-grad-checkpointing
+      # RILS's extra memory with its masked branch checkpointed (model.masked_grad_checkpointing)
+      bench "cpu_${k}_vit_ti8_64_fp32_masked_grad_checkpointing.json" --preset vit_ti8_64 --batch 64 --precision fp32 \
+        --steps 3 --repeats 4 --masked-grad-checkpointing
+      bench "cpu_${k}_vit_ti8_64_bf16_masked_grad_checkpointing.json" --preset vit_ti8_64 --batch 64 --precision bf16 \
+        --steps 3 --repeats 4 --masked-grad-checkpointing
       # torch.compile: speed-up and compile time, then whether a compiled run resumes exactly
       [ -f "$OUT/compile_${k}_vit_ti8_64.json" ] || \
         $PY -m rils bench --compile-ratio --preset vit_ti8_64 --batch 64 --precision fp32 --steps 3 --repeats 4 \

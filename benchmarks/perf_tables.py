@@ -35,7 +35,7 @@ def step_table(report) -> str:
     head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}"
             f"{', torch.compile' if report.get('compile') else ''}"
             f"{', model.grad_checkpointing' if report.get('grad_checkpointing') else ''}"
-            f"{', model.decoder_grad_checkpointing' if report.get('decoder_grad_checkpointing') else ''}** — "
+            f"{', model.masked_grad_checkpointing' if report.get('masked_grad_checkpointing') else ''}** — "
             f"median of {report['steps']} steps x {report['repeats']} interleaved repetitions "
             f"({report.get('stopped_because', '')})" + (f", at {report['commit']}" if report.get("commit") else ""))
     gpu = report.get("peak_tflops") is not None
@@ -56,7 +56,7 @@ def goals_for(report, name) -> list[str]:
     where = f"{report['preset']} {report['precision']} b{report['batch']}" + (
         ", torch.compile" if report.get("compile") else "") + (
         ", grad checkpointing" if report.get("grad_checkpointing") else "") + (
-        ", decoder grad checkpointing" if report.get("decoder_grad_checkpointing") else "")
+        ", masked-branch grad checkpointing" if report.get("masked_grad_checkpointing") else "")
     rils = report["results"].get("rils:rils", {})
     if rils.get("mfu") is not None:
         rows.append(f"| RILS MFU ≥ {MFU_GOAL:.0%} (of the {report['peak_tflops']:.0f} TFLOP/s bf16 datasheet peak) "

@@ -82,10 +82,10 @@ def test_rils_recon_reads_the_decoder_at_the_masked_patches_only():
     assert torch.allclose(out["recon_loss"], ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,towers", [("rils", "all"), ("mae", "all"), ("rils", "decoder")])
+@pytest.mark.parametrize("name,towers", [("rils", "all"), ("mae", "all"), ("rils", "masked")])
 def test_grad_checkpointing_gives_the_same_loss_and_gradients(name, towers):
     """model.grad_checkpointing recomputes every tower's blocks in the backward pass (the decoder's
-    included), model.decoder_grad_checkpointing the decoder's alone: the loss and every gradient
+    included), model.masked_grad_checkpointing the masked pass and the decoder alone: the loss and every gradient
     must be those of the plain step."""
     torch.manual_seed(0)
     model = rils.create_model("vit_nano8_32", method=name, drop_path_rate=0.1)
@@ -93,7 +93,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(name, towers):
     batch = make_batch(method, seed=3)
     grads = []
     for on in (False, True):
-        model.set_grad_checkpointing(on and towers == "all", decoder=on)
+        model.set_grad_checkpointing(on and towers == "all", masked=on)
         method.zero_grad(set_to_none=True)
         torch.manual_seed(1)                     # the same mask and drop-path draws in both runs
         out = method(batch)
@@ -101,6 +101,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(name, towers):
         grads.append((out["loss"].detach(), {n: p.grad.clone() for n, p in method.named_parameters()
                                              if p.grad is not None}))
     (loss0, g0), (loss1, g1) = grads
-    assert model.decoder.grad_checkpointing and model.visual.grad_checkpointing == (towers == "all")
+    assert model.decoder.grad_checkpointing and model.visual.masked_grad_checkpointing
+    assert model.visual.grad_checkpointing == (towers == "all")
     assert torch.allclose(loss0, loss1, atol=1e-6) and g0.keys() == g1.keys() and any("decoder" in n for n in g0)
     assert all(torch.allclose(g0[n], g1[n], atol=1e-6) for n in g0), [n for n in g0 if not torch.allclose(g0[n], g1[n], atol=1e-6)]

@@ -152,3 +152,27 @@ def test_decoder_grad_checkpointing_keeps_fewer_activations():
     dec.grad_checkpointing = True
     kept, out_kept = saved_bytes()
     assert torch.equal(out_plain, out_kept) and kept < plain / 2
+
+
+def test_masked_grad_checkpointing_keeps_fewer_activations_in_the_masked_pass_only():
+    from rils.model.vision import VisionEncoder
+    torch.manual_seed(0)
+    enc = VisionEncoder(rils.get_preset("vit_nano8_32")).train()
+    x = torch.randn(3, enc.num_patches, 64, requires_grad=True)
+    ids_keep = torch.stack([torch.randperm(enc.num_patches)[:4] for _ in range(3)])
+
+    def saved_bytes(ids):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = enc.encode_patches(x, ids)
+        return total[0], out
+
+    full, masked = saved_bytes(None), saved_bytes(ids_keep)
+    enc.masked_grad_checkpointing = True
+    full_on, masked_on = saved_bytes(None), saved_bytes(ids_keep)
+    assert full_on[0] == full[0] and torch.equal(full_on[1], full[1])      # the intact pass as before
+    assert masked_on[0] < masked[0] / 2 and torch.equal(masked_on[1], masked[1])

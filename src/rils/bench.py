@@ -58,10 +58,10 @@ class RilsStep:
 
     def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False,
                  precision: str = "fp32", grad_clip: float = TrainConfig.grad_clip, accum_steps: int = 1,
-                 grad_checkpointing: bool = False, decoder_grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, masked_grad_checkpointing: bool = False):
         model = create_model(preset_name, method=method_name)
-        # as model.grad_checkpointing / model.decoder_grad_checkpointing do in training
-        model.set_grad_checkpointing(grad_checkpointing, decoder=grad_checkpointing or decoder_grad_checkpointing)
+        # as model.grad_checkpointing / model.masked_grad_checkpointing do in training
+        model.set_grad_checkpointing(grad_checkpointing, masked=grad_checkpointing or masked_grad_checkpointing)
         opts = MethodOptions(num_prototypes=1024)
         self.module = create_method(method_name, model, opts).to(device).train()
         self.preset = model.preset
@@ -182,7 +182,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
               compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
               progress=None, target_half_width: float | None = 0.03, max_seconds: float = 600.0,
               max_repeats: int = 30, memory_repeats: int = 3, grad_checkpointing: bool = False,
-              decoder_grad_checkpointing: bool = False) -> dict:
+              masked_grad_checkpointing: bool = False) -> dict:
     """Time each method's training step, interleaved repetition by repetition. `repeats` is the least
     number of repetitions; with `target_half_width`, repetitions go on until every step-time ratio's
     bootstrap 95 % interval has at most that half-width, or `max_seconds` / `max_repeats` is reached.
@@ -194,7 +194,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     precision, why = resolve_precision(precision, dev)
     say = progress or (lambda msg: None)
     step_options = dict(grad_clip=grad_clip, accum_steps=accum_steps, grad_checkpointing=grad_checkpointing,
-                        decoder_grad_checkpointing=decoder_grad_checkpointing)
+                        masked_grad_checkpointing=masked_grad_checkpointing)
     candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, **step_options))
                   for m in methods}
     if open_clip:
@@ -275,7 +275,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip, "compile": compile_,
-            "grad_checkpointing": grad_checkpointing, "decoder_grad_checkpointing": decoder_grad_checkpointing,
+            "grad_checkpointing": grad_checkpointing, "masked_grad_checkpointing": masked_grad_checkpointing,
             "open_clip_compiled": compile_ and open_clip,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},

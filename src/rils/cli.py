@@ -86,7 +86,7 @@ def _bench(args) -> int:
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
                        target_half_width=args.target_half_width or None, max_seconds=args.max_seconds,
                        grad_checkpointing=args.grad_checkpointing,
-                       decoder_grad_checkpointing=args.decoder_grad_checkpointing, **extra)
+                       masked_grad_checkpointing=args.masked_grad_checkpointing, **extra)
     if args.out:   # first: minutes of measurement are never lost to the table below
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -134,8 +134,8 @@ def _add_bench(sub, help):
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="activation checkpointing in every tower, as model.grad_checkpointing (open_clip's too)")
-    p.add_argument("--decoder-grad-checkpointing", action="store_true",
-                   help="activation checkpointing of the decoder alone, as model.decoder_grad_checkpointing")
+    p.add_argument("--masked-grad-checkpointing", action="store_true",
+                   help="activation checkpointing of the masked pass and the decoder alone, as model.masked_grad_checkpointing")
     p.add_argument("--out", help="write the report as JSON")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
     p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")

@@ -25,6 +25,18 @@ _REDUCED = (torch.bfloat16, torch.float16)
 _FLASH = 1   # sdp::SDPBackend::flash_attention, what torch._fused_sdp_choice answers
 
 
+def _has_cpu_flash_kernels() -> bool:
+    """PyTorch's CPU flash forward and backward ops (torch >= 2.2); older versions take the plain call."""
+    try:
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+        return hasattr(torch, "_fused_sdp_choice")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_CPU_FLASH = _has_cpu_flash_kernels()
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
               dropout_p: float = 0.0, is_causal: bool = False) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v for q, k, v [B, H, L, d], as `F.scaled_dot_product_attention`."""
@@ -34,7 +46,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
 
 
 def _fp32_backward_pays(q, k, v, attn_mask, dropout_p, is_causal) -> bool:
-    if q.device.type != "cpu" or q.dtype not in _REDUCED or not (q.dtype == k.dtype == v.dtype):
+    if not _CPU_FLASH or q.device.type != "cpu" or q.dtype not in _REDUCED or not (q.dtype == k.dtype == v.dtype):
         return False
     if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
         return False

@@ -89,13 +89,18 @@ class DualEncoder(nn.Module):
         if self.logit_scale is not None:
             self.logit_scale.clamp_(0, math.log(LOGIT_SCALE_MAX))
 
-    def set_grad_checkpointing(self, enable: bool = True, decoder: bool | None = None) -> None:
+    def set_grad_checkpointing(self, enable: bool = True, masked: bool | None = None) -> None:
         """Activation checkpointing of every tower's blocks: the vision trunk, the text tower and the
         decoder (each keeps its blocks' inputs only and recomputes the rest in the backward pass).
-        `decoder` alone (default: as `enable`) sets the decoder's: checkpointing only the decoder
-        drops most of what a masked-image method keeps on top of CLIP for one decoder forward more."""
+        `masked` (default: as `enable`) sets it for a masked-image method's own branch alone: the
+        masked pass through the trunk and the decoder. That branch's backward runs first, so the
+        decoder's recomputed activations meet all the others at the start of the backward pass and
+        checkpointing the decoder alone saves little; the masked pass's blocks are recomputed one
+        at a time after it, when the decoder's are gone."""
+        masked = enable if masked is None else masked
         self.visual.grad_checkpointing = enable
+        self.visual.masked_grad_checkpointing = masked
         if self.decoder is not None:
-            self.decoder.grad_checkpointing = enable if decoder is None else decoder
+            self.decoder.grad_checkpointing = masked
         if self.text is not None:
             self.text.set_grad_checkpointing(enable)

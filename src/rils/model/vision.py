@@ -36,7 +36,8 @@ class VisionEncoder(nn.Module):
             self.head.proj = nn.Linear(preset.width, preset.embed_dim, bias=False)
             # The official code's image_projection: N(0, width^-0.5).
             nn.init.normal_(self.head.proj.weight, std=preset.width ** -0.5)
-        self.grad_checkpointing = False
+        self.grad_checkpointing = False          # every pass through the trunk
+        self.masked_grad_checkpointing = False   # the masked pass only (DualEncoder.set_grad_checkpointing)
 
     @property
     def num_patches(self) -> int:
@@ -54,7 +55,7 @@ class VisionEncoder(nn.Module):
         cls = (self.trunk.cls_token + self.trunk.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         x = self.trunk.norm_pre(self.trunk.pos_drop(x))
-        if self.grad_checkpointing and self.training:
+        if self.training and (self.grad_checkpointing or (ids_keep is not None and self.masked_grad_checkpointing)):
             for blk in self.trunk.blocks:
                 x = checkpoint(blk, x, use_reentrant=False)
         else:

@@ -48,7 +48,7 @@ class ModelConfig:
     preset: str = "vit_b16"       # architecture: `rils presets` lists them
     drop_path: float = 0.0        # stochastic depth in the vision trunk
     grad_checkpointing: bool = False  # activation checkpointing (large presets)
-    decoder_grad_checkpointing: bool = False  # activation checkpointing of the decoder alone (implied by grad_checkpointing)
+    masked_grad_checkpointing: bool = False  # activation checkpointing of the masked pass and the decoder alone (implied by grad_checkpointing)
     lock_image: bool = False      # LiT: freeze the image tower (trunk and θ); no gradient, no optimiser state
     lock_image_unlocked_groups: int = 0  # with lock_image: the last N trunk blocks (and the final norm, N >= 1) stay trainable
     lock_text: bool = False       # freeze the text tower (the logit scale stays trainable)

@@ -251,8 +251,8 @@ def train(cfg: Config) -> Path:
     random.seed(cfg.seed)
     model = create_model(cfg.model.preset, cfg.method, drop_path_rate=cfg.model.drop_path)
     method = create_method(cfg.method, model, cfg.loss)
-    if cfg.model.grad_checkpointing or cfg.model.decoder_grad_checkpointing:
-        model.set_grad_checkpointing(cfg.model.grad_checkpointing, decoder=True)
+    if cfg.model.grad_checkpointing or cfg.model.masked_grad_checkpointing:
+        model.set_grad_checkpointing(cfg.model.grad_checkpointing, masked=True)
     locked = lock_towers(model, cfg.model.lock_image, cfg.model.lock_image_unlocked_groups, cfg.model.lock_text)
     if world > 1 and device.type == "cuda":
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
