@@ -30,12 +30,19 @@ def _iv(interval) -> str:
     return f"{interval['median']:.3f} [{interval['lo']:.3f}, {interval['hi']:.3f}]"
 
 
+# A run's non-default settings: its report key, then its name in a table heading and in a goal row.
+_SETTINGS = (("compile", "torch.compile", "torch.compile"),
+             ("grad_checkpointing", "model.grad_checkpointing", "grad checkpointing"),
+             ("masked_grad_checkpointing", "model.masked_grad_checkpointing", "masked-branch grad checkpointing"))
+
+
+def _settings(report, column: int) -> str:
+    return "".join(f", {names[column]}" for key, *names in _SETTINGS if report.get(key))
+
+
 def step_table(report) -> str:
     iv = report.get("intervals", {})
-    head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}"
-            f"{', torch.compile' if report.get('compile') else ''}"
-            f"{', model.grad_checkpointing' if report.get('grad_checkpointing') else ''}"
-            f"{', model.masked_grad_checkpointing' if report.get('masked_grad_checkpointing') else ''}** — "
+    head = (f"**{report['preset']}, {report['precision']}, batch {report['batch']}{_settings(report, 0)}** — "
             f"median of {report['steps']} steps x {report['repeats']} interleaved repetitions "
             f"({report.get('stopped_because', '')})" + (f", at {report['commit']}" if report.get("commit") else ""))
     gpu = report.get("peak_tflops") is not None
@@ -53,10 +60,7 @@ def step_table(report) -> str:
 
 def goals_for(report, name) -> list[str]:
     rows, rat, iv = [], report["ratios"], report.get("intervals", {})
-    where = f"{report['preset']} {report['precision']} b{report['batch']}" + (
-        ", torch.compile" if report.get("compile") else "") + (
-        ", grad checkpointing" if report.get("grad_checkpointing") else "") + (
-        ", masked-branch grad checkpointing" if report.get("masked_grad_checkpointing") else "")
+    where = f"{report['preset']} {report['precision']} b{report['batch']}{_settings(report, 1)}"
     rils = report["results"].get("rils:rils", {})
     if rils.get("mfu") is not None:
         rows.append(f"| RILS MFU ≥ {MFU_GOAL:.0%} (of the {report['peak_tflops']:.0f} TFLOP/s bf16 datasheet peak) "

@@ -61,7 +61,7 @@ class RilsStep:
                  grad_checkpointing: bool = False, masked_grad_checkpointing: bool = False):
         model = create_model(preset_name, method=method_name)
         # as model.grad_checkpointing / model.masked_grad_checkpointing do in training
-        model.set_grad_checkpointing(grad_checkpointing, masked=grad_checkpointing or masked_grad_checkpointing)
+        model.set_grad_checkpointing(grad_checkpointing, masked=masked_grad_checkpointing)
         opts = MethodOptions(num_prototypes=1024)
         self.module = create_method(method_name, model, opts).to(device).train()
         self.preset = model.preset

@@ -89,15 +89,15 @@ class DualEncoder(nn.Module):
         if self.logit_scale is not None:
             self.logit_scale.clamp_(0, math.log(LOGIT_SCALE_MAX))
 
-    def set_grad_checkpointing(self, enable: bool = True, masked: bool | None = None) -> None:
+    def set_grad_checkpointing(self, enable: bool = True, masked: bool = False) -> None:
         """Activation checkpointing of every tower's blocks: the vision trunk, the text tower and the
         decoder (each keeps its blocks' inputs only and recomputes the rest in the backward pass).
-        `masked` (default: as `enable`) sets it for a masked-image method's own branch alone: the
+        `masked` sets it for a masked-image method's own branch alone (`enable` implies it): the
         masked pass through the trunk and the decoder. That branch's backward runs first, so the
         decoder's recomputed activations meet all the others at the start of the backward pass and
         checkpointing the decoder alone saves little; the masked pass's blocks are recomputed one
         at a time after it, when the decoder's are gone."""
-        masked = enable if masked is None else masked
+        masked = enable or masked
         self.visual.grad_checkpointing = enable
         self.visual.masked_grad_checkpointing = masked
         if self.decoder is not None:
