@@ -7,10 +7,11 @@
 #      against the datasheet peak should be read beside);
 #   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 256 and 128, eager
 #      and torch.compile (open_clip's step compiled too, as its trainer's --torchcompile does): images/s,
-#      MFU against the device's bf16 peak, peak memory. Each bench is
-#      capped by `timeout` (BENCH_CAP s) and none starts after DEADLINE s, so the script ends in time
-#      and what finished is kept (most important first); an operator profile of one eager step each,
-#      and the host-device synchronisations of one step (benchmarks/cuda_syncs.py);
+#      MFU against the device's bf16 peak, peak memory, and an operator profile of one more step of
+#      each timed step (compiled ones too, at no second compile; all in one profiles_*.txt, as the
+#      device tool brings back at most 8 files). Each bench is capped by `timeout` (BENCH_CAP s) and
+#      none starts after DEADLINE s, so the script ends in time and what finished is kept (most
+#      important first); and the host-device synchronisations of one step (benchmarks/cuda_syncs.py);
 #   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus).
 # Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
 #
@@ -43,7 +44,7 @@ if [ -n "${GPU_SH_TINY:-}" ]; then   # the CPU path: same commands, tiny sizes
   PRESET=vit_nano8_32 DEVICE=cpu PRECISION=fp32 RUNS_="8:eager" STEPS=2 WARMUP=1
 else
   PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
-  RUNS_=${RUNS_:-"64:syncs 256:eager 256:compile 128:eager 256:profile 128:compile"}   # batch:what, most important first
+  RUNS_=${RUNS_:-"64:syncs 256:eager 256:compile 128:eager 128:compile"}   # batch:what, most important first
 fi
 BENCH_CAP=${BENCH_CAP:-240} DEADLINE=${DEADLINE:-300}
 
@@ -83,7 +84,10 @@ for run in $RUNS_; do
   flag=""; [ "$c" = compile ] && flag="--compile"
   timeout -s KILL "$BENCH_CAP" $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" \
       --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds "${MAX_S:-60}" $flag \
-      --out "$OUT/bench_${PRESET}_b${b}_${c}.json" || echo "bench $PRESET b$b $c failed or passed its ${BENCH_CAP}s cap"
+      --out "$OUT/bench_${PRESET}_b${b}_${c}.json" --profile-out "$SITE/profile.txt" \
+      || echo "bench $PRESET b$b $c failed or passed its ${BENCH_CAP}s cap"
+  [ -f "$SITE/profile.txt" ] && { echo "#### $PRESET batch $b $c"; cat "$SITE/profile.txt"; } >> "$OUT/profiles_${PRESET}.txt"
+  rm -f "$SITE/profile.txt"
 done
 [ "${REPRO:-0}" = 1 ] && { bash benchmarks/gpu_repro.sh || echo "gpu_repro.sh failed"; }
 

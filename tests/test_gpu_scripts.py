@@ -21,6 +21,12 @@ def test_gpu_sh_cpu_path_benches_and_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "bench_vit_nano8_32_b8_eager.json").read_text())
     assert {"rils:clip", "rils:rils", "open_clip:clip"} <= set(report["results"])
+    assert "profiles" not in report      # the tables go to their own file, one section per bench
+    profiles = (tmp_path / "out" / "profiles_vit_nano8_32.txt").read_text()
+    assert profiles.startswith("#### vit_nano8_32 batch 8 eager\n")
+    for name in ("rils:clip", "rils:rils", "open_clip:clip"):
+        assert f"== {name}\n" in profiles
+    assert profiles.count("aten::addmm") >= 3
     assert "| run | step | images/s | TFLOP/s | MFU (datasheet peak) | of measured matmul | peak MB |" in proc.stdout
     assert "rils_over_clip_step_time" in proc.stdout.splitlines()[-1]
 

@@ -182,13 +182,14 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
               compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
               progress=None, target_half_width: float | None = 0.03, max_seconds: float = 600.0,
               max_repeats: int = 30, memory_repeats: int = 3, grad_checkpointing: bool = False,
-              masked_grad_checkpointing: bool = False) -> dict:
+              masked_grad_checkpointing: bool = False, profile_rows: int = 0) -> dict:
     """Time each method's training step, interleaved repetition by repetition. `repeats` is the least
     number of repetitions; with `target_half_width`, repetitions go on until every step-time ratio's
     bootstrap 95 % interval has at most that half-width, or `max_seconds` / `max_repeats` is reached.
     On a CPU the peak memory of a step is measured `memory_repeats` times per method, each in a fresh
     process (resident size moves by about 1 % from process to process): the median, and the RILS/CLIP
-    ratio's range over the repetitions."""
+    ratio's range over the repetitions. With `profile_rows`, the report's "profiles" holds an operator
+    table of one more step of each stepper, the one timed (compiled steps too, at no second compile)."""
     dev = resolve_device(device)
     requested = precision
     precision, why = resolve_precision(precision, dev)
@@ -253,6 +254,8 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
             stop_reason = f"time or repetition cap ({max_seconds:.0f} s, {max_repeats}) before the target half-width"
             break
 
+    profiles = {name: _profile_table(step, batches[name], dev, profile_rows)
+                for name, step in steppers.items()} if profile_rows else {}
     summaries = {n: r.summary(batch) for n, r in results.items()}
     peak = peak_tflops(dev)
     for r in summaries.values():
@@ -280,7 +283,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,
             "intervals": intervals, "memory_ratios_per_process": {k: v for k, v in per_process.items() if v},
             "device": str(dev), "machine": _machine(dev), "torch": torch.__version__, "commit": source_commit(),
-            "results": summaries, "ratios": ratios}
+            "results": summaries, "ratios": ratios, **({"profiles": profiles} if profiles else {})}
 
 
 def _cpu_peak_child(kind: str, method: str, preset: str, batch: int, precision: str, step_options, queue) -> None:
@@ -375,6 +378,12 @@ def profile_step(preset: str, method: str, precision: str, batch: int, open_clip
     step = OpenClipStep(preset, dev, precision) if open_clip else RilsStep(method, preset, dev, False, precision)
     data = _batch(step.preset, batch, dev, step.views)
     step(data)
+    return _profile_table(step, data, dev, rows)
+
+
+def _profile_table(step, data, dev, rows: int = 15) -> str:
+    """The operator table of one call of `step(data)` (warmed up by the caller), sorted by self time
+    on the device that ran it."""
     with torch.profiler.profile() as prof:
         step(data)
         _sync(dev)

@@ -86,7 +86,11 @@ def _bench(args) -> int:
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
                        target_half_width=args.target_half_width or None, max_seconds=args.max_seconds,
                        grad_checkpointing=args.grad_checkpointing,
-                       masked_grad_checkpointing=args.masked_grad_checkpointing, **extra)
+                       masked_grad_checkpointing=args.masked_grad_checkpointing,
+                       profile_rows=25 if args.profile_out else 0, **extra)
+    if args.profile_out:
+        Path(args.profile_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.profile_out).write_text("".join(f"== {name}\n{table}\n" for name, table in report.pop("profiles").items()))
     if args.out:   # first: minutes of measurement are never lost to the table below
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -138,6 +142,8 @@ def _add_bench(sub, help):
                    help="activation checkpointing of the masked pass and the decoder alone, as model.masked_grad_checkpointing")
     p.add_argument("--out", help="write the report as JSON")
     p.add_argument("--profile", action="store_true", help="print an operator profile of one step per method instead")
+    p.add_argument("--profile-out", metavar="FILE",
+                   help="after timing, write an operator profile of one more step of each timed step to FILE")
     p.add_argument("--data", action="store_true", help="measure one data worker's images/s instead")
     p.add_argument("--precision-ratio", action="store_true", help="measure bf16 against fp32, interleaved, instead")
     p.add_argument("--compile-ratio", action="store_true",
