@@ -29,7 +29,12 @@ def syncs_of_one_step(method: str, preset: str, batch: int, precision: str = "bf
             return
         ours = [f"{fr.filename.split('/src/')[-1]}:{fr.lineno}" for fr in traceback.extract_stack()
                 if "/rils/" in fr.filename and "cuda_syncs" not in fr.filename]
-        sites[ours[-1] if ours else f"{filename}:{lineno}"] += 1
+        if ours:
+            sites[ours[-1]] += 1
+        else:   # not under our code: name the innermost frames, to find where it comes from
+            stack = [fr for fr in traceback.extract_stack()[:-1] if not fr.filename.endswith("warnings.py")]
+            sites[" < ".join(f"{fr.filename.split('site-packages/')[-1]}:{fr.lineno}" for fr in stack[-4:][::-1])
+                  or f"{filename}:{lineno}"] += 1
 
     saved = warnings.showwarning
     warnings.showwarning = record

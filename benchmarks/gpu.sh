@@ -11,7 +11,9 @@
 #      each timed step (compiled ones too, at no second compile; all in one profiles_*.txt, as the
 #      device tool brings back at most 8 files). Each bench is capped by `timeout` (BENCH_CAP s) and
 #      none starts after DEADLINE s, so the script ends in time and what finished is kept (most
-#      important first); and the host-device synchronisations of one step (benchmarks/cuda_syncs.py);
+#      important first); and the host-device synchronisations of one step (benchmarks/cuda_syncs.py).
+#      A run "B:graphs" (not in the default RUNS_) is "B:compile" replayed as CUDA graphs (compile
+#      mode reduce-overhead);
 #   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus).
 # Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
 #
@@ -84,6 +86,7 @@ for run in $RUNS_; do
     continue
   fi
   flag=""; [ "$c" = compile ] && flag="--compile"
+  [ "$c" = graphs ] && flag="--compile --compile-mode reduce-overhead"   # compiled, replayed as CUDA graphs
   timeout -s KILL "$BENCH_CAP" $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" \
       --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --repeats 3 --max-seconds "${MAX_S:-60}" $flag \
       --out "$OUT/bench_${PRESET}_b${b}_${c}.json" --profile-out "$SITE/profile.txt" \

@@ -37,7 +37,9 @@ _SETTINGS = (("compile", "torch.compile", "torch.compile"),
 
 
 def _settings(report, column: int) -> str:
-    return "".join(f", {names[column]}" for key, *names in _SETTINGS if report.get(key))
+    mode = report.get("compile_mode") or "default"
+    return "".join(f", {names[column]}" + (f" ({mode})" if key == "compile" and mode != "default" else "")
+                   for key, *names in _SETTINGS if report.get(key))
 
 
 def step_table(report) -> str:

@@ -58,7 +58,8 @@ class RilsStep:
 
     def __init__(self, method_name: str, preset_name: str, device, compile_: bool = False,
                  precision: str = "fp32", grad_clip: float = TrainConfig.grad_clip, accum_steps: int = 1,
-                 grad_checkpointing: bool = False, masked_grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, masked_grad_checkpointing: bool = False,
+                 compile_mode: str = "default"):
         model = create_model(preset_name, method=method_name)
         # as model.grad_checkpointing / model.masked_grad_checkpointing do in training
         model.set_grad_checkpointing(grad_checkpointing, masked=masked_grad_checkpointing)
@@ -67,7 +68,7 @@ class RilsStep:
         self.preset = model.preset
         self.views = self.module.needs_views
         self.opt = adamw(param_groups(self.module, 0.05), lr=1e-4)   # what our engine uses
-        self.fn = compile_for_training(self.module, torch.device(device)) if compile_ else self.module
+        self.fn = compile_for_training(self.module, torch.device(device), compile_mode) if compile_ else self.module
         self.device, self.precision = torch.device(device), precision
         self.grad_clip, self.accum_steps = grad_clip, accum_steps
         self.scaler = grad_scaler(self.device, precision)
@@ -88,7 +89,7 @@ class OpenClipStep:
     """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
 
     def __init__(self, preset_name: str, device, precision: str = "fp32", grad_checkpointing: bool = False,
-                 compile_: bool = False):
+                 compile_: bool = False, compile_mode: str = "default"):
         import open_clip
         p = get_preset(preset_name)
         vision = dict(layers=p.depth, width=p.width, head_width=p.width // p.heads, patch_size=p.patch_size,
@@ -103,7 +104,7 @@ class OpenClipStep:
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-4)  # what open_clip's trainer uses
         self.device, self.precision = torch.device(device), precision
         # as open_clip's trainer does with --torchcompile; FLOPs are counted on the eager module
-        self.fn = compile_for_training(self.module, self.device) if compile_ else self.module
+        self.fn = compile_for_training(self.module, self.device, compile_mode) if compile_ else self.module
 
     def forward(self, batch, module=None):
         with autocast(self.device, self.precision):
@@ -133,7 +134,21 @@ def _sync(device):
 
 
 def _timed(step, batch, dev, steps: int = 1) -> list[float]:
-    """Wall seconds of each of `steps` calls of `step(batch)`, the device synchronised after each."""
+    """Seconds of each of `steps` calls of `step(batch)`. On a CPU, the wall time of each call. On a
+    GPU, the steps are queued back to back, as training runs them (the engine does not wait for a
+    step before queuing the next), and each step's time is the device time between the events that
+    close it and the one before, with one synchronisation at the end: a step still counts any time
+    the device waits for the host, but not the drain and refill of the queue that synchronising
+    after every step would add to each one."""
+    if dev.type == "cuda":
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+        torch.cuda.synchronize()
+        marks[0].record()
+        for mark in marks[1:]:
+            step(batch)
+            mark.record()
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
     times = []
     for _ in range(steps):
         t = time.perf_counter()
@@ -182,7 +197,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
               compile_: bool = False, accum_steps: int = 1, grad_clip: float = TrainConfig.grad_clip,
               progress=None, target_half_width: float | None = 0.03, max_seconds: float = 600.0,
               max_repeats: int = 30, memory_repeats: int = 3, grad_checkpointing: bool = False,
-              masked_grad_checkpointing: bool = False, profile_rows: int = 0) -> dict:
+              masked_grad_checkpointing: bool = False, profile_rows: int = 0, compile_mode: str = "default") -> dict:
     """Time each method's training step, interleaved repetition by repetition. `repeats` is the least
     number of repetitions; with `target_half_width`, repetitions go on until every step-time ratio's
     bootstrap 95 % interval has at most that half-width, or `max_seconds` / `max_repeats` is reached.
@@ -195,11 +210,12 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     precision, why = resolve_precision(precision, dev)
     say = progress or (lambda msg: None)
     step_options = dict(grad_clip=grad_clip, accum_steps=accum_steps, grad_checkpointing=grad_checkpointing,
-                        masked_grad_checkpointing=masked_grad_checkpointing)
+                        masked_grad_checkpointing=masked_grad_checkpointing, compile_mode=compile_mode)
     candidates = {f"rils:{m}": (lambda m=m: RilsStep(m, preset, dev, compile_, precision, **step_options))
                   for m in methods}
     if open_clip:
-        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing, compile_)
+        candidates["open_clip:clip"] = lambda: OpenClipStep(preset, dev, precision, grad_checkpointing, compile_,
+                                                            compile_mode)
     steppers, results = {}, {}
     for name, make in candidates.items():
         torch.manual_seed(0)
@@ -278,6 +294,7 @@ def run_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), precision: s
     return {"peak_tflops": peak, "preset": preset, "precision": precision, "precision_requested": requested,
             "precision_reason": why, "native_bf16": native_bf16(dev),
             "accum_steps": accum_steps, "grad_clip": grad_clip, "compile": compile_,
+            "compile_mode": compile_mode if compile_ else None,
             "grad_checkpointing": grad_checkpointing, "masked_grad_checkpointing": masked_grad_checkpointing,
             "open_clip_compiled": compile_ and open_clip,
             "batch": batch, "steps": steps, "repeats": done, "stopped_because": stop_reason,

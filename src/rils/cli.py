@@ -82,7 +82,8 @@ def _bench(args) -> int:
         return 0
     extra = {} if args.grad_clip is None else {"grad_clip": args.grad_clip}
     report = run_bench(args.preset, tuple(args.methods), args.precision, args.batch, args.steps, args.warmup,
-                       args.repeats, open_clip=not args.no_open_clip, device=args.device, compile_=args.compile,
+                       args.repeats, open_clip=not args.no_open_clip, device=args.device,
+                       compile_=args.compile or args.compile_mode != "default", compile_mode=args.compile_mode,
                        accum_steps=args.accum_steps, progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True),
                        target_half_width=args.target_half_width or None, max_seconds=args.max_seconds,
                        grad_checkpointing=args.grad_checkpointing,
@@ -119,6 +120,7 @@ def _add_demo(sub, help):
 
 def _add_bench(sub, help):
     from .precision import PRECISIONS
+    from .train.step import COMPILE_MODES
     p = sub.add_parser("bench", help=help)
     p.add_argument("--preset", default="vit_ti8_64", help="model preset (rils presets lists them)")
     p.add_argument("--methods", nargs="+", default=["clip", "rils"], help="methods to time")
@@ -136,6 +138,8 @@ def _add_bench(sub, help):
     p.add_argument("--no-open-clip", action="store_true", help="skip the open_clip reference")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile's mode, as train.compile_mode (implies --compile unless default)")
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="activation checkpointing in every tower, as model.grad_checkpointing (open_clip's too)")
     p.add_argument("--masked-grad-checkpointing", action="store_true",

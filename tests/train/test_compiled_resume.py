@@ -3,7 +3,6 @@ the uninterrupted compiled run's weights. Without deterministic kernels (rils.tr
 compile_for_training) inductor's parallel atomic adds made the two differ. Compiling takes a while
 on a CPU, so this runs the smallest preset for four steps, in this process (two threads or more:
 with one, the atomic adds happen to be ordered and the test could not fail)."""
-import pytest
 import torch
 
 from rils.train.config import load_config
@@ -13,15 +12,6 @@ from .helpers import TINY
 
 ARGS = [*TINY, "train.max_steps=4", "train.checkpoint_every=2", "train.batch_size=8", "logging.tensorboard=false",
         "train.compile=true"]
-
-
-@pytest.fixture
-def restore_determinism():
-    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.set_num_threads(max(2, before[1]))
-    yield
-    torch.use_deterministic_algorithms(before[0])
-    torch.set_num_threads(before[1])
 
 
 def _weights(ckpt):

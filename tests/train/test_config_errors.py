@@ -18,6 +18,7 @@ from .helpers import rils_cmd, run
     (["method=byol"], "method"),
     (["train=3"], "train"),
     (["train.precision=fp8"], "train.precision"),
+    (["train.compile_mode=fastest"], "train.compile_mode"),
 ])
 def test_bad_overrides_exit_2_naming_the_key(overrides, key, capsys, tmp_path):
     code = main(["pretrain", "-c", "demo", f"output_dir={tmp_path}", *overrides])

@@ -92,6 +92,7 @@ class TrainConfig:
     accum_negatives: bool = True  # with accum_steps > 1: negatives, RILS's set C and prototypes from the whole accumulated batch; false = each micro-batch alone
     precision: str = "auto"       # auto | bf16 | fp16 | tf32 | fp32 (auto: bf16 where the hardware has it natively)
     compile: bool = False         # torch.compile the training step (on a CPU with deterministic kernels: exact resume)
+    compile_mode: str = "default"  # with compile: default | reduce-overhead (CUDA graphs, GPU only) | max-autotune | max-autotune-no-cudagraphs
     checkpoint_every: int = 1000  # steps between periodic checkpoints
     max_bad_steps: int = 20       # stop after this many consecutive steps with a non-finite loss/gradient
     keep_checkpoints: int = 3     # periodic ones kept besides latest.pt
@@ -295,6 +296,7 @@ def validate(cfg: Config) -> None:
     from ..methods import METHODS, get_method_class
     from ..precision import DEVICES, PRECISIONS
     from ..presets import list_presets
+    from .step import COMPILE_MODES
 
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {_show(cfg.method)}; choose one of {', '.join(sorted(METHODS))}")
@@ -314,6 +316,7 @@ def validate(cfg: Config) -> None:
         ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
         ("train.precision", cfg.train.precision in PRECISIONS, f"must be {', '.join(PRECISIONS)}"),
         ("train.device", cfg.train.device in DEVICES, f"must be {', '.join(DEVICES)}"),
+        ("train.compile_mode", cfg.train.compile_mode in COMPILE_MODES, f"must be {', '.join(COMPILE_MODES)}"),
         ("data.source", cfg.data.source in ("demo", "shards", "csv", "folder"), "must be demo, shards, csv or folder"),
         ("data.workers", cfg.data.workers >= 0, "must be >= 0"),
         ("data.num_samples", cfg.data.num_samples >= 0, "must be >= 0"),

@@ -310,7 +310,7 @@ def train(cfg: Config) -> Path:
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())
 
     net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
-    forward = compile_for_training(net, device) if cfg.train.compile else net
+    forward = compile_for_training(net, device, cfg.train.compile_mode) if cfg.train.compile else net
 
     state = {"window": Counter(),   # unreadable samples met since the counters were last folded
              "shown": Counter(skipped_total),   # the skip counts the console last printed

@@ -56,8 +56,13 @@ class StepResult:
         return self.read()[2]
 
 
-def compile_for_training(net, device: torch.device):
-    """torch.compile(net) as `train.compile=true` runs it. On a CPU it also turns on PyTorch's
+# torch.compile's modes (`train.compile_mode`): "reduce-overhead" replays CUDA graphs (on a GPU; a CPU
+# compiles as "default"), the max-autotune ones also time kernel choices (minutes more to compile).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_for_training(net, device: torch.device, mode: str = "default"):
+    """torch.compile(net, mode=mode) as `train.compile=true` runs it. On a CPU it also turns on PyTorch's
     deterministic algorithms: without them inductor's C++ kernels accumulate some backward ops
     (index-put and scatter adds, such as the token embedding's gradient) with parallel atomic adds,
     whose order changes from run to run, so two compiled runs end with different weights and a
@@ -67,7 +72,9 @@ def compile_for_training(net, device: torch.device):
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = False   # no NaN-filling of every empty()
-    return torch.compile(net)
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return torch.compile(net, mode=None if mode == "default" else mode)
 
 
 def train_step(net, method, optimizer, micro_batches: list[dict], *, device: torch.device, precision: str,
