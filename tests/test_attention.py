@@ -65,6 +65,29 @@ def test_bf16_path_is_taken_only_where_it_applies(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("lengths", [(1, 17), (17, 17), (65, 65)])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("mask", [None, "2d", "4d"])
+def test_the_rule_used_under_compile_is_pytorchs_cpu_choice(lengths, layout, mask):
+    (L, S), (B, H, D) = lengths, (2, 3, 64)
+    if layout == "contiguous":
+        q, k, v = (torch.randn(B, H, n, D).bfloat16().requires_grad_() for n in (L, S, S))
+    else:   # [B, L, H, D] memory seen as [B, H, L, D], as a ViT's qkv split makes it
+        q, k, v = (torch.randn(B, n, H, D).bfloat16().transpose(1, 2).requires_grad_() for n in (L, S, S))
+    m = {None: None, "2d": torch.randn(L, S), "4d": torch.randn(B, 1, L, S).bfloat16()}[mask]
+    for causal in ([False, True] if m is None else [False]):
+        expected = torch._fused_sdp_choice(q, k, v, m, 0.0, causal) == A._FLASH
+        assert A._cpu_flash_rule(q, k, v) == expected
+
+
+def test_compiling_the_bf16_path_keeps_one_graph():
+    import torch._dynamo
+    q, k, v = [t.requires_grad_() for t in _qkv((2, 3, 17, 16), torch.bfloat16)]
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda a, b, c: A.attention(a, b, c) * 2)(q, k, v)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
 def test_adopt_keeps_parameters_names_and_outputs():
     torch.manual_seed(0)
     tower = open_clip.model._build_text_tower(32, open_clip.model.CLIPTextCfg(

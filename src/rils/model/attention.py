@@ -56,7 +56,19 @@ def _fp32_backward_pays(q, k, v, attn_mask, dropout_p, is_causal) -> bool:
                                   or attn_mask.dtype not in (q.dtype, torch.float32)):
         return False
     # Only where PyTorch itself would run its CPU flash kernel (this also honours `sdpa_kernel`).
+    if torch.compiler.is_compiling():
+        return _cpu_flash_rule(q, k, v)
     return torch._fused_sdp_choice(q, k, v, attn_mask, dropout_p, is_causal) == _FLASH
+
+
+def _cpu_flash_rule(q, k, v) -> bool:
+    """PyTorch's CPU choice of its flash kernel, with its default kernel settings, for inputs that
+    passed `_fp32_backward_pays`'s other checks, written out for torch.compile: the private choice
+    (and the kernel settings) come back as plain Python values, which dynamo cannot put in a graph, so
+    it would split the graph at every attention layer. Compiled, an `sdpa_kernel` choice therefore
+    does not reach this path. tests/test_attention.py checks the rule against the private choice."""
+    return (q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+            and q.shape[:2] == k.shape[:2] == v.shape[:2] and min(q.shape[-2], k.shape[-2]) > 0)
 
 
 class _FlashAttentionFp32Backward(torch.autograd.Function):
