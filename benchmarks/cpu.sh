@@ -52,6 +52,9 @@ for kind in "${@:-native avx2}"; do
       [ -f "$OUT/compile_${k}_vit_ti8_64.json" ] || \
         $PY -m rils bench --compile-ratio --preset vit_ti8_64 --batch 64 --precision fp32 --steps 3 --repeats 4 \
           --out "$OUT/compile_${k}_vit_ti8_64.json"
+      [ -f "$OUT/compile_${k}_vit_ti8_64_bf16.json" ] || \
+        $PY -m rils bench --compile-ratio --preset vit_ti8_64 --batch 64 --precision bf16 --steps 3 --repeats 4 \
+          --out "$OUT/compile_${k}_vit_ti8_64_bf16.json"
       [ -f "$OUT/compile_check.json" ] || $PY benchmarks/compile_check.py clip rils
     fi
   done

@@ -55,7 +55,7 @@ def _fp32_backward_pays(q, k, v, attn_mask, dropout_p, is_causal) -> bool:
     if attn_mask is not None and (attn_mask.requires_grad or attn_mask.dim() not in (2, 4)
                                   or attn_mask.dtype not in (q.dtype, torch.float32)):
         return False
-    # Only where PyTorch itself would run its CPU flash kernel (this also honours `sdpa_kernel`).
+    # Only where PyTorch itself would run its CPU flash kernel (eagerly, this honours `sdpa_kernel` too).
     if torch.compiler.is_compiling():
         return _cpu_flash_rule(q, k, v)
     return torch._fused_sdp_choice(q, k, v, attn_mask, dropout_p, is_causal) == _FLASH
