@@ -84,3 +84,31 @@ def test_reports_name_the_commit_they_ran_at():
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert source_commit().split("+")[0] == head.stdout.strip()
+
+
+def test_gpu_steps_are_queued_back_to_back_and_timed_between_events(monkeypatch):
+    """On a GPU `_timed` waits for the device once per repetition, not after every step (the engine
+    never waits per step); each step's time runs from the event before it to the event after it.
+    Stand-ins for CUDA events and synchronisation record what happens."""
+    import torch
+
+    from rils import bench
+
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            self.at = len(log)
+            log.append("event")
+
+        def elapsed_time(self, end):      # ms: here, one per step between the two events
+            return 1000.0 * sum(entry == "step" for entry in log[self.at:end.at])
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: log.append("sync"))
+    times = bench._timed(lambda batch: log.append("step"), None, torch.device("cuda"), steps=3)
+    assert log == ["sync", "event", "step", "event", "step", "event", "step", "event", "sync"]
+    assert times == [1.0, 1.0, 1.0]
