@@ -21,8 +21,10 @@ def test_compile_for_training_passes_the_mode(monkeypatch, restore_determinism, 
 
 
 def test_an_unknown_mode_is_refused(restore_determinism):
+    before = torch.are_deterministic_algorithms_enabled()
     with pytest.raises(ValueError, match="compile mode must be one of default, reduce-overhead"):
         compile_for_training(torch.nn.Linear(2, 2), torch.device("cpu"), "fastest")
+    assert torch.are_deterministic_algorithms_enabled() == before   # refused before touching global state
     assert "reduce-overhead" in COMPILE_MODES
 
 

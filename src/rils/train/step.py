@@ -69,11 +69,11 @@ def compile_for_training(net, device: torch.device, mode: str = "default"):
     resumed one cannot match the uninterrupted run (benchmarks/compile_check.py; eager CPU kernels
     are deterministic already). On CUDA the setting is left to the user: it would need
     CUBLAS_WORKSPACE_CONFIG and slows atomics-based kernels, and eager CUDA is not bitwise either."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = False   # no NaN-filling of every empty()
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     return torch.compile(net, mode=None if mode == "default" else mode)
 
 
