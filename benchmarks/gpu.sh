@@ -80,11 +80,6 @@ for run in $RUNS_; do
         || echo "sync count failed or passed its 60s cap"
     continue
   fi
-  if [ "$c" = profile ]; then   # where one eager step's device time goes, per method (after a warm-up step)
-    timeout -s KILL 120 $PY -m rils bench --profile --preset "$PRESET" --methods clip rils --batch "$b" \
-        --precision "$PRECISION" > "$OUT/profile_${PRESET}_b${b}.txt" 2>&1 || echo "profile failed or passed its 120s cap"
-    continue
-  fi
   flag=""; [ "$c" = compile ] && flag="--compile"
   [ "$c" = graphs ] && flag="--compile --compile-mode reduce-overhead"   # compiled, replayed as CUDA graphs
   timeout -s KILL "$BENCH_CAP" $PY -m rils bench --preset "$PRESET" --methods clip rils --batch "$b" --precision "$PRECISION" \
