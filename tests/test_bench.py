@@ -11,8 +11,9 @@ def test_bench_reports_flops_memory_and_ratios():
     assert r["repeats"] == 2 and set(r["intervals"]) == {"rils_over_clip_step_time", "our_clip_over_open_clip_step_time"}
     for row in r["results"].values():
         assert row["images_per_sec"] > 0 and row["gflops_per_step"] > 0 and row["peak_mem_mb"] >= 0
-    # same vision and text sizes: open_clip's CLIP and ours do the same arithmetic
-    assert r["ratios"]["our_clip_over_open_clip_flops"] == pytest.approx(1.0, abs=0.01)
+    # same vision and text sizes, the same arithmetic but for our text tower's last block, which
+    # runs at the end-of-text token only (at this preset: 2 text layers, 16 positions)
+    assert 0.7 < r["ratios"]["our_clip_over_open_clip_flops"] < 0.95
     # RILS adds a 25% encoder pass and a one-block decoder to CLIP's work
     assert 1.1 < r["ratios"]["rils_over_clip_flops"] < 1.7
     # memory: each repetition a fresh process per method, paired into RILS/CLIP ratios

@@ -57,11 +57,15 @@ def inject_loss(monkeypatch, plan, on_call=None):
         method = real(*args, **kwargs)
         forward = method.forward
 
-        def faulty(batch):
-            calls["n"] += 1
-            if on_call is not None:
-                on_call(calls["n"], method)
-            out = forward(batch)
+        def faulty(batch, **kwargs):
+            part = kwargs.get("part", 0)   # a split backward (RILS) calls part 1, then part 2
+            if part != 2:                  # a micro-batch starts
+                calls["n"] += 1
+                if on_call is not None:
+                    on_call(calls["n"], method)
+            out = forward(batch, **kwargs)
+            if part == 1:                  # (loss, carry): the outputs come with part 2
+                return out
             kind = plan(calls["n"])
             if kind == "nan":
                 out["loss"] = out["loss"] * float("nan")

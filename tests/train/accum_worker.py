@@ -8,7 +8,7 @@ import torch
 
 import rils
 from rils import distributed as D
-from rils.train.step import train_step
+from rils.train.step import data_parallel, train_step
 
 OPTIONS = dict(num_prototypes=16, ssl_mlp_dim=32, ssl_emb_dim=16)
 COLOURS = ["red", "blue", "green", "pink", "gray", "tan", "gold", "teal"]
@@ -60,7 +60,7 @@ def one_step(method, net, batch: dict, accum: int, accum_negatives: bool = True)
 def compare(name: str, per_rank: int, accum: int, seed: int = 0, **options):
     """This rank's slice of a global batch of per_rank x world samples, stepped both ways."""
     method = build(name, **options)
-    net = torch.nn.parallel.DistributedDataParallel(method) if D.is_distributed() else method
+    net = data_parallel(method, torch.device("cpu")) if D.is_distributed() else method
     batch = global_batch(per_rank * D.world_size(), method.needs_views, seed)
     mine = {k: v[D.rank() * per_rank:(D.rank() + 1) * per_rank] for k, v in batch.items()}
     return {"accum": one_step(method, net, mine, accum), "one": one_step(method, net, mine, 1),

@@ -129,11 +129,32 @@ class PretrainMethod(nn.Module):
     def loss_from(self, batch: dict, feats: dict, pool: Pool | None = None) -> dict:
         raise NotImplementedError(f"{type(self).__name__} has no two-phase interface; it defines forward()")
 
-    def forward(self, batch: dict, pool: Pool | None = None) -> dict:
+    def forward(self, batch: dict, pool: Pool | None = None, part: int = 0, carry: dict | None = None):
         # Outputs: "loss", then the parts to log, returned as they are (not detached: the step
         # detaches them when it logs). Under torch.compile (torch 2.14), returning `1.0 * x` beside
         # `x.detach()` loses the loss's gradient.
+        # `part` 1 and 2: the split backward (`split_backward`): part 1 returns (its loss, carry),
+        # part 2 takes that carry and returns the outputs, with "loss" the whole loss whose gradient
+        # is part 2's alone.
+        if part == 1:
+            return self.first_part(batch, pool)
+        if part == 2:
+            return self.second_part(batch, carry, pool)
         return self.loss_from(batch, self.features(batch), pool)
+
+    def split_backward(self) -> bool:
+        """Whether the step runs this method as two forward calls, each followed by its backward pass
+        (`train.step.train_step`): a loss that is a term over the shared features plus a term over a
+        branch of the method's own whose gradient does not reach back into those features, except
+        through parameters. The first backward pass frees the shared activations before the branch
+        is built, so the step's peak memory is the larger of the two parts, not their sum."""
+        return False
+
+    def first_part(self, batch: dict, pool: Pool | None = None) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError(f"{type(self).__name__} has no split backward")
+
+    def second_part(self, batch: dict, carry: dict, pool: Pool | None = None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no split backward")
 
     @classmethod
     def two_phase(cls) -> bool:

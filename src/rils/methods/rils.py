@@ -16,6 +16,13 @@ class RILS(PretrainMethod):
         code gathers them with a plain all_gather, so L_recon does not train the text tower)."""
         return all_text.detach() if self.opt.detach_prototypes else all_text
 
+    def split_backward(self) -> bool:
+        """L_Recon's gradient reaches the masked pass, the decoder and θ, and the shared patch
+        embedding only through its parameters (targets f and prototypes z^T are under stop-gradient,
+        Eq. 9): the step backpropagates L_Contra first, which frees the intact pass and the text
+        tower, then builds the masked branch. Not with prototypes that train the text tower."""
+        return self.opt.detach_prototypes
+
     pooled = ("image", "text", "masked")
 
     def features(self, batch):
@@ -28,33 +35,59 @@ class RILS(PretrainMethod):
                 "masked": mask.sum(dim=1),                     # |M| of each image, for Eq. 9's normaliser
                 "patches": patches, "f": f, "ids_keep": ids_keep, "mask": mask, "ids_restore": ids_restore}
 
-    def loss_from(self, batch, feats, pool=None):
-        visual = self.model.visual
-        patches, f, mask = feats["patches"], feats["f"], feats["mask"]
-        f_hat = visual.encode_patches(patches, feats["ids_keep"])  # V-Enc(Î), Eq. 1
-        # Eq. 9 reads the masked patches only (k ∈ M), so the decoder predicts just those.
-        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])
-        g = self.model.decoder(f_hat, feats["ids_restore"], at=at)   # V-Dec, Eq. 3, at k ∈ M
-
+    def contrastive_part(self, feats, pool=None):
+        """L_Contra (Eq. 5-6) and what L_Recon takes from it and from the intact pass: the set C, the
+        texts z^T for the prototypes (Eq. 8), the targets θ(f^k) at k ∈ M under stop-gradient (Eq. 9)."""
         image_emb, text_emb, masked = self.gather_pool(feats, self.pooled, pool)
         contra, matched, all_text = self.contrastive(image_emb, text_emb, pool)
-        own = matched if pool is None else pool.own(matched)   # the set C among this micro-batch's images
-
+        # Eq. 9 reads the masked patches only (k ∈ M), so the decoder predicts just those.
+        at = masked_ids(feats["ids_restore"], feats["ids_keep"].shape[1])
         with torch.no_grad():
-            target = visual.project(take_patches(f[:, 1:], at))   # θ(f^k), under sg (Eq. 9)
-        pred = visual.project(g)                               # θ(g^k), Eq. 7
-        every = torch.ones_like(at, dtype=torch.bool)          # every patch of `at` is in M
-        recon = L.language_space_reconstruction_loss(target, pred, self.prototypes(all_text), every, own,
-                                                     self.opt.tau_target, self.opt.tau_pred)
+            target = self.model.visual.project(take_patches(feats["f"][:, 1:], at))   # θ(f^k), under sg (Eq. 9)
+        carry = {"matched": matched, "own": matched if pool is None else pool.own(matched),   # C in this micro-batch
+                 "all_text": all_text, "target": target, "at": at,
+                 "ids_keep": feats["ids_keep"], "ids_restore": feats["ids_restore"], "mask": feats["mask"]}
         if D.is_distributed() or pool is not None:
+            carry["n_global"] = D.all_reduce_sum((matched.float() * masked.float()).sum()).clamp(min=1)
+        return contra, carry
+
+    def reconstruction_part(self, patches, carry, pool=None):
+        """L_Recon (Eq. 7-9) on the masked view of `patches`, given `contrastive_part`'s carry."""
+        visual, at = self.model.visual, carry["at"]
+        f_hat = visual.encode_patches(patches, carry["ids_keep"])   # V-Enc(Î), Eq. 1
+        g = self.model.decoder(f_hat, carry["ids_restore"], at=at)  # V-Dec, Eq. 3, at k ∈ M
+        pred = visual.project(g)                                    # θ(g^k), Eq. 7
+        every = torch.ones_like(at, dtype=torch.bool)               # every patch of `at` is in M
+        prototypes = self.prototypes(carry["all_text"])
+        recon = L.language_space_reconstruction_loss(carry["target"], pred, prototypes, every, carry["own"],
+                                                     self.opt.tau_target, self.opt.tau_pred)
+        if "n_global" in carry:
             # Eq. 9 averages over the masked patches of C across the *global* batch (all ranks, all
             # micro-batches of an accumulated step); each micro-batch holds a different |C|, so
             # rescale the local mean to make DDP's average (and the step's mean) the global one.
-            n_own = (mask & own.unsqueeze(1)).sum().float()
-            n_global = D.all_reduce_sum((matched.float() * masked.float()).sum()).clamp(min=1)
-            recon = recon * n_own * (D.world_size() * (1 if pool is None else pool.n)) / n_global
+            n_own = (carry["mask"] & carry["own"].unsqueeze(1)).sum().float()
+            recon = recon * n_own * (D.world_size() * (1 if pool is None else pool.n)) / carry["n_global"]
+        return recon
 
-        loss = self.opt.lambda_contra * contra + self.opt.lambda_recon * recon   # Eq. 10
+    def outputs(self, contra, recon, matched, contra_grad=True):
+        c = contra if contra_grad else contra.detach()
+        loss = self.opt.lambda_contra * c + self.opt.lambda_recon * recon   # Eq. 10
         matched_frac = matched.float().mean()
         return {"loss": loss, "clip_loss": contra, "recon_loss": recon,
                 "i2t_acc": matched_frac, "matched_frac": matched_frac, **self.extra_metrics()}
+
+    def loss_from(self, batch, feats, pool=None):
+        contra, carry = self.contrastive_part(feats, pool)
+        return self.outputs(contra, self.reconstruction_part(feats["patches"], carry, pool), carry["matched"])
+
+    # The split backward (`split_backward`): part 1's backward pass frees the intact pass and the
+    # text tower; part 2 embeds the patches again (one patch projection) and builds the masked branch.
+    def first_part(self, batch, pool=None):
+        contra, carry = self.contrastive_part(self.features(batch), pool)
+        carry = {k: v.detach() for k, v in carry.items()}
+        carry["contra"] = contra.detach()
+        return self.opt.lambda_contra * contra, carry
+
+    def second_part(self, batch, carry, pool=None):
+        recon = self.reconstruction_part(self.model.visual.embed_patches(batch["image"]), carry, pool)
+        return self.outputs(carry["contra"], recon, carry["matched"], contra_grad=False)

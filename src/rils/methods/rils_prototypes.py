@@ -16,5 +16,8 @@ class RILSPrototypes(RILS):
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"learned_prototypes"}
 
+    def split_backward(self) -> bool:
+        return True   # the prototypes are parameters: L_Recon never reaches the text tower
+
     def prototypes(self, all_text):
         return self.learned_prototypes

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from .. import distributed as D
@@ -28,7 +27,7 @@ from .init_from import init_from, load_teacher, lock_towers
 from .metrics import MetricsLog, _json_record
 from .optim import adamw, param_groups, warmup_cosine
 from .progress import Progress, estimate_step_flops
-from .step import compile_for_training, log_record, train_step
+from .step import compile_for_training, data_parallel, log_record, train_step
 
 
 class RunAborted(SystemExit):
@@ -309,7 +308,7 @@ def train(cfg: Config) -> Path:
         log(f"locked (frozen, no optimiser state): {', '.join(locked)}")
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())
 
-    net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
+    net = data_parallel(method, device) if world > 1 else method
     forward = compile_for_training(net, device, cfg.train.compile_mode) if cfg.train.compile else net
 
     state = {"window": Counter(),   # unreadable samples met since the counters were last folded

@@ -10,7 +10,12 @@ gradient, so the n backward passes add up to the gradient of one batch n times l
 memory of one micro-batch plus the cached features. The first pass restores the RNG state before
 each micro-batch's second pass (stochastic depth or unseeded masks draw the same numbers twice) and
 leaves BatchNorm running statistics alone (they are updated once per micro-batch, by the second pass);
-BatchNorm's batch statistics stay those of the micro-batch."""
+BatchNorm's batch statistics stay those of the micro-batch.
+
+A method with a split backward (`PretrainMethod.split_backward`, RILS) runs each micro-batch as two
+forward calls, each followed by its backward pass: part 1 (RILS: the intact pass, the text tower and
+L_Contra) under DDP's `no_sync`, part 2 (the masked pass, the decoder and L_Recon) as above; the
+gradients add up to those of the one loss, and the peak memory is that of the larger part."""
 from __future__ import annotations
 
 import contextlib
@@ -77,6 +82,16 @@ def compile_for_training(net, device: torch.device, mode: str = "default"):
     return torch.compile(net, mode=None if mode == "default" else mode)
 
 
+def data_parallel(method, device: torch.device):
+    """`method` under DDP as training runs it. A split backward's part 2 (`PretrainMethod.split_backward`)
+    leaves part 1's own parameters (RILS: the text tower, σ) out of its graph; with
+    `find_unused_parameters` DDP marks them ready itself and reduces the gradient that part 1 left in
+    them (their use under `no_sync` counts). Other methods use every trainable parameter each step."""
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=method.split_backward())
+
+
 def train_step(net, method, optimizer, micro_batches: list[dict], *, device: torch.device, precision: str,
                grad_clip: float = 0.0, scheduler=None, forward=None, extra_flags=(),
                accum_negatives: bool = True, scaler=None) -> StepResult:
@@ -97,16 +112,21 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     optimizer.zero_grad(set_to_none=True)
     values = None
     images = 0
+    split = method.split_backward()
     for i, batch in enumerate(micro_batches):
         defer_sync = world > 1 and i < n - 1
+        kwargs = {}
+        if pooled:
+            _set_rng_state(rng[i], device)
+            kwargs["pool"] = Pool(cache, i)
+        if split:   # part 1's backward frees its activations before part 2 is built (split_backward)
+            with (net.no_sync() if world > 1 else contextlib.nullcontext()), autocast(device, precision):
+                first, carry = forward(batch, part=1, **kwargs)
+            _backward(first / n, scaler)
+            kwargs.update(part=2, carry=carry)
         with (net.no_sync() if defer_sync else contextlib.nullcontext()), autocast(device, precision):
-            if pooled:
-                _set_rng_state(rng[i], device)
-                outputs = forward(batch, pool=Pool(cache, i))
-            else:
-                outputs = forward(batch)
-        loss = outputs["loss"] / n
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+            outputs = forward(batch, **kwargs)
+        _backward(outputs["loss"] / n, scaler)
         part = torch.stack([v.detach().float() for v in outputs.values()])   # stays on the device
         values = part if values is None else values + part
         images += batch["image"].shape[0] * world
@@ -136,6 +156,10 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
         scheduler.step()
     method.model.clamp_logit_scale()
     return StepResult(tuple(outputs), values, grad_norm, images, bad, flags)
+
+
+def _backward(loss: torch.Tensor, scaler) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
 def _rng_state(device: torch.device):
