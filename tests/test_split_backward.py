@@ -6,6 +6,7 @@ import torch
 import rils
 from rils.train.step import train_step
 
+from activations import saved_activation_bytes
 from test_methods import TINY, make_batch
 
 
@@ -62,19 +63,7 @@ def test_no_split_when_prototypes_train_the_text_tower():
 def test_each_part_keeps_much_less_than_the_whole_step():
     method = _method("rils")
     batch = _batch_with_matches(method)
-    weights = {p.untyped_storage().data_ptr() for p in method.parameters()}
-
-    def saved_bytes(fn):   # activations kept for the backward pass (weights are no extra memory)
-        total = [0]
-
-        def pack(t):
-            if t.untyped_storage().data_ptr() not in weights:
-                total[0] += t.numel() * t.element_size()
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = fn()
-        return total[0], out
-
+    saved_bytes = lambda fn: saved_activation_bytes(fn, method)   # noqa: E731
     whole, _ = saved_bytes(lambda: method(batch))
     part1, (_, carry) = saved_bytes(lambda: method(batch, part=1))
     part2, _ = saved_bytes(lambda: method(batch, part=2, carry=carry))

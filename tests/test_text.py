@@ -5,6 +5,7 @@ import torch
 from open_clip.transformer import TextTransformer
 
 import rils
+from activations import saved_activation_bytes
 from rils.model.text import EotTextTransformer, build_text_tower
 
 
@@ -50,18 +51,8 @@ def test_eot_only_forward_in_bf16_autocast_matches_open_clip():
 def test_eot_only_last_block_saves_less_for_backward():
     tower, tokens = _tower_and_tokens(torch.float32)
 
-    weights = {p.untyped_storage().data_ptr() for p in tower.parameters()}
-
-    def saved_bytes(forward):   # activations only: weights saved for the backward are no extra memory
-        total = [0]
-
-        def pack(t):
-            if t.untyped_storage().data_ptr() not in weights:
-                total[0] += t.numel() * t.element_size()
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            forward(tower, tokens)
-        return total[0]
+    def saved_bytes(forward):
+        return saved_activation_bytes(lambda: forward(tower, tokens), tower)[0]
 
     ours, theirs = saved_bytes(EotTextTransformer.forward), saved_bytes(TextTransformer.forward)
     layers = len(tower.transformer.resblocks)
