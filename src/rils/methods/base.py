@@ -187,3 +187,40 @@ class PretrainMethod(nn.Module):
         if self.model.logit_scale is None:
             return {}
         return {"logit_scale": self.model.logit_scale_exp().detach()}
+
+
+class ContrastiveWithMaskedBranch(PretrainMethod):
+    """A loss λ1 L_Contra (Eq. 5-6, over the intact pass and the text tower) plus a term over a masked
+    branch of the method's own (RILS's L_Recon, MAE+CLIP's L_MAE) whose gradient reaches the shared
+    patch embedding only through parameters: it runs as a split backward. A subclass writes
+    `contrastive_part(feats, pool)` -> (L_Contra, carry: what the branch needs, with "matched"),
+    `branch_part(batch, patches, carry, pool)` -> the branch's term, and `outputs(contra, term,
+    matched)` -> the outputs dict."""
+
+    def split_backward(self) -> bool:
+        return True
+
+    def loss_from(self, batch, feats, pool=None):
+        contra, carry = self.contrastive_part(feats, pool)
+        return self.outputs(contra, self.branch_part(batch, feats["patches"], carry, pool), carry["matched"])
+
+    def first_part(self, batch, pool=None):
+        contra, carry = self.contrastive_part(self.features(batch), pool)
+        carry = {k: v.detach() for k, v in carry.items()}
+        carry["contra"] = contra.detach()
+        return self.opt.lambda_contra * contra, carry
+
+    def second_part(self, batch, carry, pool=None):
+        # The patches are embedded again (one patch projection): part 1's graph is gone. The loss
+        # holds L_Contra detached, so its gradient is the branch's alone.
+        term = self.branch_part(batch, self.model.visual.embed_patches(batch["image"]), carry, pool)
+        return self.outputs(carry["contra"], term, carry["matched"])
+
+    def contrastive_part(self, feats: dict, pool: Pool | None = None) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def branch_part(self, batch: dict, patches: torch.Tensor, carry: dict, pool: Pool | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def outputs(self, contra: torch.Tensor, term: torch.Tensor, matched: torch.Tensor) -> dict:
+        raise NotImplementedError

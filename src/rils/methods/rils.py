@@ -4,10 +4,10 @@ import torch
 from .. import distributed as D
 from .. import losses as L
 from ..model.masking import masked_ids, take_patches
-from .base import PretrainMethod
+from .base import ContrastiveWithMaskedBranch
 
 
-class RILS(PretrainMethod):
+class RILS(ContrastiveWithMaskedBranch):
     name = "rils"
     decoder_kind = "latent"
 
@@ -51,7 +51,7 @@ class RILS(PretrainMethod):
             carry["n_global"] = D.all_reduce_sum((matched.float() * masked.float()).sum()).clamp(min=1)
         return contra, carry
 
-    def reconstruction_part(self, patches, carry, pool=None):
+    def branch_part(self, batch, patches, carry, pool=None):
         """L_Recon (Eq. 7-9) on the masked view of `patches`, given `contrastive_part`'s carry."""
         visual, at = self.model.visual, carry["at"]
         f_hat = visual.encode_patches(patches, carry["ids_keep"])   # V-Enc(Î), Eq. 1
@@ -69,25 +69,8 @@ class RILS(PretrainMethod):
             recon = recon * n_own * (D.world_size() * (1 if pool is None else pool.n)) / carry["n_global"]
         return recon
 
-    def outputs(self, contra, recon, matched, contra_grad=True):
-        c = contra if contra_grad else contra.detach()
-        loss = self.opt.lambda_contra * c + self.opt.lambda_recon * recon   # Eq. 10
+    def outputs(self, contra, recon, matched):
+        loss = self.opt.lambda_contra * contra + self.opt.lambda_recon * recon   # Eq. 10
         matched_frac = matched.float().mean()
         return {"loss": loss, "clip_loss": contra, "recon_loss": recon,
                 "i2t_acc": matched_frac, "matched_frac": matched_frac, **self.extra_metrics()}
-
-    def loss_from(self, batch, feats, pool=None):
-        contra, carry = self.contrastive_part(feats, pool)
-        return self.outputs(contra, self.reconstruction_part(feats["patches"], carry, pool), carry["matched"])
-
-    # The split backward (`split_backward`): part 1's backward pass frees the intact pass and the
-    # text tower; part 2 embeds the patches again (one patch projection) and builds the masked branch.
-    def first_part(self, batch, pool=None):
-        contra, carry = self.contrastive_part(self.features(batch), pool)
-        carry = {k: v.detach() for k, v in carry.items()}
-        carry["contra"] = contra.detach()
-        return self.opt.lambda_contra * contra, carry
-
-    def second_part(self, batch, carry, pool=None):
-        recon = self.reconstruction_part(self.model.visual.embed_patches(batch["image"]), carry, pool)
-        return self.outputs(carry["contra"], recon, carry["matched"], contra_grad=False)
