@@ -133,9 +133,9 @@ class PretrainMethod(nn.Module):
         # Outputs: "loss", then the parts to log, returned as they are (not detached: the step
         # detaches them when it logs). Under torch.compile (torch 2.14), returning `1.0 * x` beside
         # `x.detach()` loses the loss's gradient.
-        # `part` 1 and 2: the split backward (`split_backward`): part 1 returns (its loss, carry),
-        # part 2 takes that carry and returns the outputs, with "loss" the whole loss whose gradient
-        # is part 2's alone.
+        # `part` 1 and 2: the split backward (`split_backward`; `ContrastiveWithMaskedBranch` writes
+        # both parts): part 1 returns (its loss, carry), part 2 takes that carry and returns the
+        # outputs, with "loss" the whole loss whose gradient is part 2's alone.
         if part == 1:
             return self.first_part(batch, pool)
         if part == 2:
@@ -149,12 +149,6 @@ class PretrainMethod(nn.Module):
         through parameters. The first backward pass frees the shared activations before the branch
         is built, so the step's peak memory is the larger of the two parts, not their sum."""
         return False
-
-    def first_part(self, batch: dict, pool: Pool | None = None) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError(f"{type(self).__name__} has no split backward")
-
-    def second_part(self, batch: dict, carry: dict, pool: Pool | None = None) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} has no split backward")
 
     @classmethod
     def two_phase(cls) -> bool:
@@ -215,12 +209,3 @@ class ContrastiveWithMaskedBranch(PretrainMethod):
         # holds L_Contra detached, so its gradient is the branch's alone.
         term = self.branch_part(batch, self.model.visual.embed_patches(batch["image"]), carry, pool)
         return self.outputs(carry["contra"], term, carry["matched"])
-
-    def contrastive_part(self, feats: dict, pool: Pool | None = None) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
-
-    def branch_part(self, batch: dict, patches: torch.Tensor, carry: dict, pool: Pool | None = None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def outputs(self, contra: torch.Tensor, term: torch.Tensor, matched: torch.Tensor) -> dict:
-        raise NotImplementedError

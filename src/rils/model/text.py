@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..presets import Preset
 from .attention import adopt, attention
+from .masking import take_patches
 
 
 def text_cfg(preset: Preset) -> dict:
@@ -76,14 +77,14 @@ def block_output_at(block: ResidualAttentionBlock, x: torch.Tensor, at: torch.Te
     attn = block.attn
     B, S, W = x.shape
     heads, d = attn.num_heads, attn.head_dim
-    rows = torch.arange(B, device=x.device)
+    at = at.unsqueeze(1)                                                     # [B, 1]: one position per row
     h = block.ln_1(x)
     w, b = attn.in_proj_weight, attn.in_proj_bias
-    q = F.linear(h[rows, at], w[:W], None if b is None else b[:W])            # one query per row
-    kv = F.linear(h, w[W:], None if b is None else b[W:])                     # every key and value
+    q = F.linear(take_patches(h, at), w[:W], None if b is None else b[:W])   # one query per row
+    kv = F.linear(h, w[W:], None if b is None else b[W:])                   # every key and value
     q = q.view(B, 1, heads, d).transpose(1, 2)
     k, v = kv.view(B, S, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-    mask = attn_mask.to(h.dtype)[at].view(B, 1, 1, S)                         # the query's row of the mask
+    mask = attn_mask[at].to(h.dtype).view(B, 1, 1, S)                        # the query's row of the mask
     o = attention(q, k, v, attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0)
-    y = x[rows, at] + block.ls_1(attn.out_proj(o.reshape(B, W)))
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
+    y = take_patches(x, at) + block.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, 1, W)))
+    return (y + block.ls_2(block.mlp(block.ln_2(y)))).squeeze(1)
