@@ -40,6 +40,20 @@ def test_eot_only_forward_equals_open_clips_forward(checkpointing):
         assert torch.allclose(g_ours, g_theirs, rtol=1e-9, atol=1e-12)
 
 
+def test_padding_after_the_longest_caption_is_not_run():
+    tower, tokens = _tower_and_tokens()
+    tokens = tokens[:4]                                # EOT at 2, 5, 9 and 15 of 16 positions
+    tokens[3, 9:] = 0                                  # the last one now at 8: 10..15 are padding in every row
+    tokens[3, 8] = 49407
+    lengths = []
+    tower.transformer.resblocks[0].register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    ours, theirs = tower(tokens), TextTransformer.forward(tower, tokens)
+    assert lengths[0] == 10 and tokens.shape[1] == 16
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    for g_ours, g_theirs in zip(_grads(ours, tower), _grads(theirs, tower)):
+        assert torch.allclose(g_ours, g_theirs, rtol=1e-9, atol=1e-12)
+
+
 def test_eot_only_forward_in_bf16_autocast_matches_open_clip():
     tower, tokens = _tower_and_tokens(torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):

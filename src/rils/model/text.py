@@ -1,11 +1,11 @@
 """Text encoder (Eq. 2): open_clip's CLIP text Transformer (causal mask, EOT pooling) and BPE tokenizer.
 
-The tower is open_clip's own, with one change in how it is run: Eq. 2 reads a single position, the
-end-of-text token, so the last block computes only that position's output (its query attends to
-every key and value, as before). Under the causal mask the result equals the full forward gathered
-at the EOT token, for about an eighth of the last block's work and activations (its MLP, output
-projection and queries at one position instead of the context length). Parameters and state-dict
-names are open_clip's, so exports load as before.
+The tower is open_clip's own, with two changes in how it is run, both exact under the causal mask:
+Eq. 2 reads a single position, the end-of-text token, so the last block computes only that
+position's output (its query attends to every key and value, as before), for about an eighth of the
+last block's work and activations; and on a CPU the padding after the batch's longest caption is
+not run at all (`used_length`). The result equals the full forward gathered at the EOT token.
+Parameters and state-dict names are open_clip's, so exports load as before.
 """
 import open_clip
 import torch
@@ -53,13 +53,15 @@ class EotTextTransformer(TextTransformer):
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         if not self._eot_only():
             return super().forward(text)
+        eot = text.argmax(dim=-1)   # the EOT token has the largest id (open_clip's 'argmax' pooling)
+        text = text[:, :used_length(eot, text.shape[1])]
         x, attn_mask = self._embeds(text)
+        attn_mask = attn_mask[:text.shape[1], :text.shape[1]]
         blocks = self.transformer.resblocks
         keep_inputs_only = self.transformer.grad_checkpointing and torch.is_grad_enabled()
         for block in blocks[:-1]:
             x = checkpoint(block, x, None, None, attn_mask, use_reentrant=False) if keep_inputs_only \
                 else block(x, attn_mask=attn_mask)
-        eot = text.argmax(dim=-1)   # the EOT token has the largest id (open_clip's 'argmax' pooling)
         last = (blocks[-1], x, eot, attn_mask)
         h = checkpoint(block_output_at, *last, use_reentrant=False) if keep_inputs_only else block_output_at(*last)
         pooled = self.ln_final(h)    # a per-token norm: ln_final(x)[eot] = ln_final(x[eot])
@@ -68,6 +70,17 @@ class EotTextTransformer(TextTransformer):
         if isinstance(self.text_projection, torch.nn.Linear):
             return self.text_projection(pooled)
         return pooled @ self.text_projection
+
+
+def used_length(eot: torch.Tensor, length: int) -> int:
+    """How many leading positions the tower must run for EOT positions `eot` [B]: under the causal mask
+    no position past the batch's last EOT token reaches an EOT output, so padding beyond it is dropped
+    (captions are mostly far shorter than the 77-token context). Finding that maximum is a read on the
+    host: free on a CPU, but a synchronisation on an accelerator and a data-dependent shape under
+    torch.compile, so there the whole context runs, as before."""
+    if eot.device.type != "cpu" or eot.numel() == 0 or torch.compiler.is_compiling():
+        return length
+    return int(eot.max()) + 1
 
 
 def block_output_at(block: ResidualAttentionBlock, x: torch.Tensor, at: torch.Tensor,

@@ -1,0 +1,73 @@
+"""What running the text tower on real captions' padding costs: the same training step
+(`rils.bench.RilsStep`, which calls `train_step`) on a batch of real captions, with the padding after
+the batch's longest caption dropped (the default on a CPU, `rils.model.text.used_length`) and with the
+whole context run, interleaved repetition by repetition, one process. Images are random (their
+content does not change the step's cost); the captions are the corpus's own, tokenised as training
+tokenises them. Prints and writes each method's median ratio trimmed/full with a bootstrap 95 %
+interval, and the batch's caption lengths.
+
+    python benchmarks/text_padding_cost.py PRESET BATCH PRECISION CORPUS [REPEATS] > benchmarks/results/FILE.json
+
+CORPUS: `demo` (the demo's shapes captions) or `openclipart` (data/realdata/openclipart.csv, which
+benchmarks/realdata_study.sh prepares from the Debian packages).
+"""
+import csv
+import json
+import random
+import sys
+
+import torch
+
+import rils.model.text as text_tower
+from rils.bench import RilsStep, _batch, _timed, cpu_isa, ratio_interval, source_commit
+
+
+def captions(corpus: str, n: int) -> list[str]:
+    if corpus == "demo":
+        from rils.data.demo import DemoShapes
+        return [item["caption"] for item in (DemoShapes("train", num_samples=n)[i] for i in range(n))]
+    if corpus == "openclipart":
+        with open("data/realdata/openclipart.csv", newline="") as f:
+            rows = [row["caption"] for row in csv.DictReader(f)]
+        return random.Random(0).sample(rows, n)
+    raise SystemExit(f"corpus must be demo or openclipart, got {corpus!r}")
+
+
+def main(preset="vit_ti8_32", batch="64", precision="bf16", corpus="demo", repeats="12", steps=3, warmup=2):
+    batch, repeats = int(batch), int(repeats)
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    real = text_tower.used_length
+    report = {"preset": preset, "batch": batch, "precision": precision, "corpus": corpus, "isa": cpu_isa(),
+              "commit": source_commit(), "steps": steps, "repeats": repeats, "methods": {}}
+    for method in ("clip", "rils"):
+        step = RilsStep(method, preset, dev, precision=precision)
+        data = _batch(step.preset, batch, dev, views=step.views)
+        tokenizer = text_tower.get_tokenizer(step.preset.context_length)
+        data["text"] = tokenizer(captions(corpus, batch))
+        lengths = (data["text"].argmax(dim=-1) + 1).tolist()   # tokens up to and with the EOT token
+        times = {"trimmed": [], "full": []}
+
+        def run(kind, n):
+            text_tower.used_length = real if kind == "trimmed" else (lambda eot, length: length)
+            try:
+                return _timed(step, data, dev, n)
+            finally:
+                text_tower.used_length = real
+
+        for kind in times:
+            run(kind, warmup)
+        for r in range(repeats):
+            for kind in (("trimmed", "full") if r % 2 == 0 else ("full", "trimmed")):
+                times[kind].append(run(kind, steps))
+        ci = ratio_interval(times["trimmed"], times["full"])
+        report["methods"][method] = {"trimmed_over_full_step_time": ci, "step_times_s": times}
+        print(f"{method}: trimmed / full step time {ci['median']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]",
+              file=sys.stderr)
+    report["caption_tokens"] = {"context_length": int(data["text"].shape[1]), "longest": max(lengths),
+                                "median": sorted(lengths)[len(lengths) // 2]}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
