@@ -7,10 +7,13 @@ measured here (`rils bench` measures it in fresh processes).
 """
 import json
 import sys
+from contextlib import nullcontext
+from unittest.mock import patch
 
 import torch
+from interleaved import interleaved_times
 
-from rils.bench import RilsStep, _batch, _timed, cpu_isa, ratio_interval, source_commit
+from rils.bench import RilsStep, _batch, cpu_isa, source_commit
 from rils.methods.rils import RILS
 
 
@@ -20,22 +23,8 @@ def main(preset="vit_ti8_32", batch="64", precision="bf16", repeats="12", steps=
     torch.manual_seed(0)
     step = RilsStep("rils", preset, dev, precision=precision)
     data = _batch(step.preset, batch, dev, views=False)
-    real = RILS.split_backward
-    times = {"split": [], "plain": []}
-
-    def run(kind, n):
-        RILS.split_backward = real if kind == "split" else (lambda self: False)
-        try:
-            return _timed(step, data, dev, n)
-        finally:
-            RILS.split_backward = real
-
-    for kind in times:
-        run(kind, warmup)
-    for r in range(repeats):
-        for kind in (("split", "plain") if r % 2 == 0 else ("plain", "split")):
-            times[kind].append(run(kind, steps))
-    ci = ratio_interval(times["split"], times["plain"])
+    plain = lambda: patch.object(RILS, "split_backward", lambda self: False)   # noqa: E731
+    times, ci = interleaved_times(step, data, dev, {"split": nullcontext, "plain": plain}, repeats, steps, warmup)
     report = {"preset": preset, "batch": batch, "precision": precision, "isa": cpu_isa(), "commit": source_commit(),
               "steps": steps, "repeats": repeats, "split_over_plain_step_time": ci, "step_times_s": times}
     print(f"split / plain step time: {ci['median']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]", file=sys.stderr)

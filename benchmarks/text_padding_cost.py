@@ -15,11 +15,14 @@ import csv
 import json
 import random
 import sys
+from contextlib import nullcontext
+from unittest.mock import patch
 
 import torch
+from interleaved import interleaved_times
 
 import rils.model.text as text_tower
-from rils.bench import RilsStep, _batch, _timed, cpu_isa, ratio_interval, source_commit
+from rils.bench import RilsStep, _batch, cpu_isa, source_commit
 
 
 def captions(corpus: str, n: int) -> list[str]:
@@ -37,7 +40,7 @@ def main(preset="vit_ti8_32", batch="64", precision="bf16", corpus="demo", repea
     batch, repeats = int(batch), int(repeats)
     dev = torch.device("cpu")
     torch.manual_seed(0)
-    real = text_tower.used_length
+    full = lambda: patch.object(text_tower, "used_length", lambda eot, length: length)   # noqa: E731
     report = {"preset": preset, "batch": batch, "precision": precision, "corpus": corpus, "isa": cpu_isa(),
               "commit": source_commit(), "steps": steps, "repeats": repeats, "methods": {}}
     for method in ("clip", "rils"):
@@ -46,21 +49,7 @@ def main(preset="vit_ti8_32", batch="64", precision="bf16", corpus="demo", repea
         tokenizer = text_tower.get_tokenizer(step.preset.context_length)
         data["text"] = tokenizer(captions(corpus, batch))
         lengths = (data["text"].argmax(dim=-1) + 1).tolist()   # tokens up to and with the EOT token
-        times = {"trimmed": [], "full": []}
-
-        def run(kind, n):
-            text_tower.used_length = real if kind == "trimmed" else (lambda eot, length: length)
-            try:
-                return _timed(step, data, dev, n)
-            finally:
-                text_tower.used_length = real
-
-        for kind in times:
-            run(kind, warmup)
-        for r in range(repeats):
-            for kind in (("trimmed", "full") if r % 2 == 0 else ("full", "trimmed")):
-                times[kind].append(run(kind, steps))
-        ci = ratio_interval(times["trimmed"], times["full"])
+        times, ci = interleaved_times(step, data, dev, {"trimmed": nullcontext, "full": full}, repeats, steps, warmup)
         report["methods"][method] = {"trimmed_over_full_step_time": ci, "step_times_s": times}
         print(f"{method}: trimmed / full step time {ci['median']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]",
               file=sys.stderr)
