@@ -6,7 +6,7 @@ from open_clip.transformer import TextTransformer
 
 import rils
 from activations import saved_activation_bytes
-from rils.model.text import EotTextTransformer, build_text_tower
+from rils.model.text import EotTextTransformer, build_text_tower, used_length
 
 
 def _tower_and_tokens(dtype=torch.float64):
@@ -52,6 +52,13 @@ def test_padding_after_the_longest_caption_is_not_run():
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
     for g_ours, g_theirs in zip(_grads(ours, tower), _grads(theirs, tower)):
         assert torch.allclose(g_ours, g_theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_off_a_cpu_and_compiled_the_whole_context_runs():
+    # no host read where it would synchronise a device or break a compiled graph
+    assert used_length(torch.tensor([2, 5], device="meta"), 16) == 16
+    assert torch.compile(used_length, backend="eager", fullgraph=True)(torch.tensor([2, 5]), 16) == 16
+    assert used_length(torch.tensor([2, 5]), 16) == 6
 
 
 def test_eot_only_forward_in_bf16_autocast_matches_open_clip():
