@@ -3,8 +3,8 @@
 The tower is open_clip's own, with two changes in how it is run, both exact under the causal mask:
 Eq. 2 reads a single position, the end-of-text token, so the last block computes only that
 position's output (its query attends to every key and value, as before), for about an eighth of the
-last block's work and activations; and on a CPU the padding after the batch's longest caption is
-not run at all (`used_length`). The result equals the full forward gathered at the EOT token.
+last block's work and activations; and on a CPU, uncompiled, the padding after the batch's longest
+caption is not run at all (`used_length`). The result equals the full forward gathered at the EOT token.
 Parameters and state-dict names are open_clip's, so exports load as before.
 """
 import open_clip
