@@ -23,6 +23,7 @@ from interleaved import interleaved_times
 
 import rils.model.text as text_tower
 from rils.bench import RilsStep, _batch, cpu_isa, source_commit
+from rils.presets import get_preset
 
 
 def captions(corpus: str, n: int) -> list[str]:
@@ -43,17 +44,16 @@ def main(preset="vit_ti8_32", batch="64", precision="bf16", corpus="demo", repea
     full = lambda: patch.object(text_tower, "used_length", lambda eot, length: length)   # noqa: E731
     report = {"preset": preset, "batch": batch, "precision": precision, "corpus": corpus, "isa": cpu_isa(),
               "commit": source_commit(), "steps": steps, "repeats": repeats, "methods": {}}
+    tokens = text_tower.get_tokenizer(get_preset(preset).context_length)(captions(corpus, batch))
+    lengths = (tokens.argmax(dim=-1) + 1).tolist()   # tokens up to and with the EOT token
     for method in ("clip", "rils"):
         step = RilsStep(method, preset, dev, precision=precision)
-        data = _batch(step.preset, batch, dev, views=step.views)
-        tokenizer = text_tower.get_tokenizer(step.preset.context_length)
-        data["text"] = tokenizer(captions(corpus, batch))
-        lengths = (data["text"].argmax(dim=-1) + 1).tolist()   # tokens up to and with the EOT token
+        data = {**_batch(step.preset, batch, dev, views=step.views), "text": tokens}
         times, ci = interleaved_times(step, data, dev, {"trimmed": nullcontext, "full": full}, repeats, steps, warmup)
         report["methods"][method] = {"trimmed_over_full_step_time": ci, "step_times_s": times}
         print(f"{method}: trimmed / full step time {ci['median']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]",
               file=sys.stderr)
-    report["caption_tokens"] = {"context_length": int(data["text"].shape[1]), "longest": max(lengths),
+    report["caption_tokens"] = {"context_length": int(tokens.shape[1]), "longest": max(lengths),
                                 "median": sorted(lengths)[len(lengths) // 2]}
     print(json.dumps(report, indent=1))
 

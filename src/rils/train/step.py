@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed as D
 from ..methods.base import Pool
@@ -87,7 +88,6 @@ def data_parallel(method, device: torch.device):
     leaves part 1's own parameters (RILS: the text tower, σ) out of its graph; with
     `find_unused_parameters` DDP marks them ready itself and reduces the gradient that part 1 left in
     them (their use under `no_sync` counts). Other methods use every trainable parameter each step."""
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=method.split_backward())
 
