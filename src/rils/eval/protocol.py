@@ -37,3 +37,8 @@ class Protocol:
     # resolve_options(model, options) -> options: fills defaults that depend on the model (e.g. τ1
     # from the checkpoint); the result is what `run` gets and what the record's "settings" show.
     resolve_options: Callable[[Any, dict], dict] | None = None
+    # load_split(dataset, split, **options) -> dataset: for protocols whose data has its own layout
+    # (the dense ones: ADE20K, COCO); replaces load_dataset. It gets the protocol's options too
+    # (e.g. --train-json) and ignores those it does not use. The dataset has `split`, `cache_id`
+    # and `skipped` like an EvalDataset.
+    load_split: Callable[..., Any] | None = None

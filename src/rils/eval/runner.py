@@ -60,9 +60,13 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
     proto = get_protocol(protocol)
     started = time.time()
     dopts = dict(dataset_options or {})
-    test = load_dataset(dataset, split, kind=proto.dataset_kind, **dopts)
-    train = None
-    if proto.needs_train:
+    if proto.load_split is not None:   # a dense layout: the protocol reads its own data
+        test = proto.load_split(dataset, split, **options)
+        train = proto.load_split(dataset, train_split, **options) if proto.needs_train else None
+    else:
+        test = load_dataset(dataset, split, kind=proto.dataset_kind, **dopts)
+        train = None
+    if proto.needs_train and proto.load_split is None:
         if num_train_samples is not None:
             dopts["num_samples"] = num_train_samples
         elif dataset == "demo-shapes":
