@@ -55,6 +55,39 @@ def build_classifier(model, num_classes: int, drop_path_rate: float = 0.1) -> nn
     return net
 
 
+def _posterize(img, bits_to_keep, **kwargs):
+    """timm's posterize, with "keep 0 bits" meaning what it meant when MAE's recipe was tuned.
+
+    RandAugment's PosterizeIncreasing maps magnitude 10 to 0 bits, and `mstd0.5` lands on 10 (draws
+    above it are clamped) about 2% of the time. Pillow's posterize now refuses 0 bits (ValueError
+    inside a DataLoader worker); earlier releases masked every bit off, a black image, as does
+    TensorFlow's posterize that timm's op follows. We keep that black image.
+    """
+    from PIL import Image
+    from timm.data import auto_augment
+
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def _guard_posterize(transform) -> None:
+    """Point every timm AugmentOp in `transform` (Compose, RandAugment, AutoAugment, AugMix) that
+    posterizes at `_posterize`, in place."""
+    from timm.data import auto_augment
+
+    stack = [transform]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, auto_augment.AugmentOp):
+            if t.aug_fn is auto_augment.posterize:
+                t.aug_fn = _posterize
+        elif isinstance(t, (list, tuple)):
+            stack.extend(t)
+        else:  # Compose.transforms, RandAugment/AugMix .ops, AutoAugment .policy (lists of ops)
+            stack.extend(getattr(t, name) for name in ("transforms", "ops", "policy") if hasattr(t, name))
+
+
 def finetune_transforms(image_size: int, mean, std, *, auto_augment: str | None,
                         reprob: float, crop_pct: float = 0.875):
     from timm.data import create_transform
@@ -62,6 +95,7 @@ def finetune_transforms(image_size: int, mean, std, *, auto_augment: str | None,
     train = create_transform(image_size, is_training=True, color_jitter=None, auto_augment=auto_augment,
                              interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1,
                              mean=tuple(mean), std=tuple(std))
+    _guard_posterize(train)
     test = create_transform(image_size, is_training=False, interpolation="bicubic", crop_pct=crop_pct,
                             mean=tuple(mean), std=tuple(std))
     return train, test
