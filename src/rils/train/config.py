@@ -115,6 +115,7 @@ class Config:
     output_dir: str = "runs/default"  # run folder
     seed: int = 0                 # model init, data order, augmentations and masks
     resume: str = ""              # "" | latest | path to a checkpoint
+    resume_override: list[str] = field(default_factory=list)  # keys that define the run (train.lr, train.batch_size, ...) a resume may change; applied for real and logged in config_history.yaml
     overwrite: bool = False       # move an earlier run in output_dir aside (output_dir.old-<time>) and start over
     init_from: str = ""           # start from another run's weights (checkpoint, timm .safetensors, open_clip folder / local-dir:); fresh optimiser, schedule and step; resume wins
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -154,6 +155,10 @@ def _coerce(key: str, value, typ):
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+    elif origin is list:   # `key=[a,b]` on the command line, a YAML list, or "a,b"
+        items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return list(items)
     elif origin is None and dataclasses.is_dataclass(typ):
         if isinstance(value, dict):
             return value
@@ -334,6 +339,10 @@ def validate(cfg: Config) -> None:
         if not ok:
             value = eval_key(cfg, key)
             raise ConfigError(f"{key}: {msg}, got {_show(value)}")
+    known = {k for k, *_ in config_reference()} | {"world_size"}
+    unknown = [k for k in cfg.resume_override if k not in known]
+    if unknown:
+        raise ConfigError(f"resume_override: unknown config key {_show(unknown[0])}")
     if get_method_class(cfg.method).needs_teacher and not cfg.model.teacher and not cfg.resume:
         raise ConfigError(f"model.teacher: method {cfg.method} needs a teacher (a CLIP-style run's checkpoint or export)")
     if cfg.model.teacher and not _exists(cfg.model.teacher.removeprefix("local-dir:")):

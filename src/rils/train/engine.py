@@ -22,6 +22,7 @@ from ..precision import EmulatedBf16Warning, configure_matmul, grad_scaler, reso
 from ..checkpoint import FORMAT, load_checkpoint, remove_stale_temporaries, save_checkpoint, sidecar_path
 from ..data.loader import DataFault, note_position
 from .config import Config, ConfigError, dump_config
+from .resume_check import WORLD_SIZE, append_history, check_resume, describe
 from .data import build_train_data, epoch_batches
 from .init_from import init_from, load_teacher, lock_towers
 from .metrics import MetricsLog, _json_record
@@ -235,11 +236,19 @@ def train(cfg: Config) -> Path:
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     claim_output_dir(cfg, out, is_main, log)
+    found = find_resume(cfg, ckpt_dir, log)
+    ckpt = found[0] if found else None
+    overridden, changed = check_resume(ckpt.get("config") if ckpt else None, cfg.to_dict(),
+                                       old_world=ckpt.get(WORLD_SIZE) if ckpt else None, world=world,
+                                       overrides=cfg.resume_override)
     if is_main:
         try:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, out / "config.yaml", header=f"train.precision={cfg.train.precision} ran as "
-                                                              f"{precision} ({why}) on {device}")
+            if ckpt is None:   # config.yaml is the run's original: a resume never rewrites it
+                dump_config(cfg, out / "config.yaml", header=f"train.precision={cfg.train.precision} ran as "
+                                                                  f"{precision} ({why}) on {device}")
+            elif overridden or changed:
+                append_history(out / "config_history.yaml", ckpt["step"], overridden, changed)
         except OSError as exc:
             raise ConfigError(f"output_dir: cannot write the run folder {out}: "
                               f"{exc.strerror or exc} ({exc.filename or out})") from None
@@ -284,12 +293,22 @@ def train(cfg: Config) -> Path:
     last_saved = None   # (path, step) of the newest checkpoint known good, for error messages
     configure_matmul(device, precision)
     scaler = grad_scaler(device, precision)     # fp16 only
-    found = find_resume(cfg, ckpt_dir, log)
-    ckpt = found[0] if found else None
     if ckpt is not None:
         method.load_state_dict(ckpt["state_dict"])
+        fresh = [{k: g[k] for k in ("weight_decay", "betas", "eps")} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        # The schedule and the optimiser's hyper-parameters are the configuration's, not the
+        # checkpoint's: identical when nothing changed, and a resume_override applied for real.
+        for group, hyper in zip(optimizer.param_groups, fresh):
+            group.update(hyper, initial_lr=lr)
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group["lr"] = lr * factor(scheduler.last_epoch)
+        if overridden:
+            log(f"resume_override: applied {describe(overridden)} (recorded in config_history.yaml)")
+        if changed:
+            log(f"resume: {describe(changed)}")
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_step = ckpt["step"]
@@ -331,7 +350,7 @@ def train(cfg: Config) -> Path:
         error = None
         if is_main:
             payload = {"format": FORMAT, "preset": model.preset.to_dict(), "method": cfg.method,
-                       "method_options": cfg.loss.__dict__, "config": cfg.to_dict(), "step": step,
+                       "method_options": cfg.loss.__dict__, "config": cfg.to_dict(), WORLD_SIZE: world, "step": step,
                        "precision": precision,
                        "epoch": step // steps_per_epoch, "state_dict": method.state_dict(),
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
