@@ -1,7 +1,9 @@
-"""Exports of a trained dual encoder for timm and open_clip (read back by `rils.load.load_model`).
+"""Exports of a trained dual encoder for timm, open_clip and MAE's code (the first two are read back
+by `rils.load.load_model`).
 
     rils export --checkpoint CKPT --format timm --out trunk.safetensors
     rils export --checkpoint CKPT --format open_clip --out DIR
+    rils export --checkpoint CKPT --format mae --out trunk.pth
 
 timm
     The vision trunk's state dict as safetensors. The file's metadata names the timm model and the
@@ -44,6 +46,18 @@ open_clip
     `vision_tower="auto"` (default) picks "timm" where it is exact, else "native"; asking for
     "timm" where it is impossible raises a ValueError that says why. The decoder is not exported.
 
+mae
+    MAE's checkpoint layout, `{"model": trunk_state_dict}` in a plain torch file of tensors
+    (`torch.load(path, weights_only=True)` reads it). MAE's `models_vit.VisionTransformer` is a timm
+    VisionTransformer, as our trunk is, so the names are already MAE's: `cls_token`, `pos_embed`,
+    `patch_embed.proj.*`, `blocks.N.*`, `norm.*`, and no `head.*`. MAE's main_finetune.py and
+    main_linprobe.py (`--finetune trunk.pth`) read `checkpoint['model']`, interpolate `pos_embed` to
+    their input size and load non-strictly: `head.*` starts fresh and, with their default
+    `--global_pool`, so does `fc_norm.*`, which replaces our final `norm.*` (left unused, as MAE's
+    own pre-trained weights leave theirs). detectron2's ViTDet takes the same file as
+    `train.init_checkpoint` (`?matching_heuristics=True`). The geometry is not recorded: the reader
+    picks the matching model (MAE's `vit_base_patch16` for vit_b16).
+
 Every export is verified after writing (unless `verify=False`): the peer model is built from the
 files as a user would and its outputs are compared with ours in fp32.
 
@@ -62,7 +76,7 @@ from pathlib import Path
 import torch
 
 from ._version import __version__
-from .checkpoint import default_file_mode
+from .checkpoint import default_file_mode, save_atomic
 from .formats import (FORMAT_OPEN_CLIP, FORMAT_TIMM, LN_EPS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
                       safetensors_metadata, to_open_clip_state_dict)
 from .load import VisionOnlyWarning, load_model
@@ -277,6 +291,37 @@ def verify_open_clip(model, out_dir, texts=("a red circle", "a blue square on a 
     return diffs
 
 
+# ---------------------------------------------------------------------------------------------- mae
+
+def export_mae(model_or_path, out, *, verify: bool = True) -> dict:
+    """Write `{"model": trunk_state_dict}` (MAE's checkpoint layout) atomically; returns a summary."""
+    model = _as_model(model_or_path).float().eval()
+    out = Path(out)
+    save_atomic({"model": _tensors(model.visual.trunk.state_dict())}, out)
+    info = {"format": "mae", "out": str(out), "timm_model_name": model.timm_model_name,
+            "timm_kwargs": model.timm_kwargs}
+    if verify:
+        info["max_abs_diff"] = verify_mae(model, out)
+    return info
+
+
+def verify_mae(model, path) -> dict:
+    """Read the file with torch's weights-only unpickler, load it strictly into the timm trunk (what
+    MAE's ViT is) and compare forward_features."""
+    import timm
+
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    trunk = timm.create_model(model.timm_model_name, pretrained=False, **model.timm_kwargs)
+    trunk.load_state_dict(state, strict=True)
+    trunk.eval()
+    images = _peer_inputs(model)
+    with torch.no_grad():
+        diff = _max_diff(trunk.forward_features(images), model.forward_features(images))
+    if not diff < _TOLERANCE:
+        raise RuntimeError(f"mae export {path}: forward_features differs from ours by {diff:.3g}")
+    return {"forward_features": diff}
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 def add_export_parser(subparsers, help: str) -> None:
@@ -285,8 +330,9 @@ def add_export_parser(subparsers, help: str) -> None:
     p = subparsers.add_parser("export", help=help, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "-m", required=True, help="training checkpoint (or an export)")
-    p.add_argument("--format", "-f", required=True, choices=("timm", "open_clip"))
-    p.add_argument("--out", "-o", required=True, help="timm: FILE.safetensors; open_clip: a folder")
+    p.add_argument("--format", "-f", required=True, choices=("timm", "open_clip", "mae"))
+    p.add_argument("--out", "-o", required=True,
+                   help="timm: FILE.safetensors; open_clip: a folder; mae: FILE.pth")
     p.add_argument("--vision-tower", default="auto", choices=VISION_TOWERS,
                    help="open_clip: TimmModel ('timm', exact only for presets at timm's defaults), "
                         "open_clip's own ViT ('native', every preset) or 'auto'")
@@ -304,6 +350,8 @@ def run_export(args) -> int:
             model = load_model(args.checkpoint)
         if args.format == "timm":
             info = export_timm(model, args.out, verify=not args.no_verify)
+        elif args.format == "mae":
+            info = export_mae(model, args.out, verify=not args.no_verify)
         else:
             info = export_open_clip(model, args.out, vision_tower=args.vision_tower,
                                     verify=not args.no_verify)
