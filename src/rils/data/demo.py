@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPES", "COLORS", "DemoShapes", "segmentation_classes", "zeroshot_templates"]
+__all__ = ["SHAPES", "COLORS", "DemoShapes", "segmentation_classes", "shaded_background", "zeroshot_templates"]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -130,6 +130,17 @@ def _draw(draws, values, shape: _Shape, side: int) -> None:
         pts = [(cx + r * (c * px - s * py), cy + r * (s * px + c * py)) for px, py in poly]
         for d, v in zip(draws, values):
             d.polygon(pts, fill=v)
+
+
+def shaded_background(rng: np.random.Generator, n: int) -> Image.Image:
+    """An n x n light, low-saturation RGB background with a gentle gradient and grain, so
+    "background" is not one flat colour a model could key on (also used by shapes-dense)."""
+    t = np.linspace(-0.5, 0.5, n, dtype=np.float32)
+    gx, gy = rng.uniform(-12, 12, 2)
+    bg = (rng.uniform(215, 243) + rng.uniform(-8, 8, 3)).astype(np.float32) \
+        + (gx * t[None, :] + gy * t[:, None])[..., None] \
+        + 2.0 * rng.standard_normal((n, n, 1), dtype=np.float32)
+    return Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
 # ---------------------------------------------------------------- captions
@@ -287,14 +298,7 @@ class DemoShapes(torch.utils.data.Dataset):
 
     def _render(self, shapes: list[_Shape], rng: np.random.Generator):
         n, k = self.image_size, _SUPERSAMPLE
-        # Light, low-saturation background with a gentle gradient and grain, so
-        # "background" is not one flat colour a model could key on.
-        t = np.linspace(-0.5, 0.5, n, dtype=np.float32)
-        gx, gy = rng.uniform(-12, 12, 2)
-        bg = (rng.uniform(215, 243) + rng.uniform(-8, 8, 3)).astype(np.float32) \
-            + (gx * t[None, :] + gy * t[:, None])[..., None] \
-            + 2.0 * rng.standard_normal((n, n, 1), dtype=np.float32)
-        bg = Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
+        bg = shaded_background(rng, n)
         # Nearest upsampling then box reduce returns the background unchanged
         # and antialiases only the shape edges.
         image = bg.resize((n * k, n * k), Image.NEAREST)

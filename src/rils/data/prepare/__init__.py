@@ -1,4 +1,5 @@
-"""`rils data prepare NAME --out DIR`: locally installed datasets -> webdataset shards.
+"""`rils data prepare NAME --out DIR`: locally installed datasets -> webdataset shards, and a rendered
+dense-transfer testbed (shapes-dense) in the ADE20K and COCO layouts.
 
 Output (the img2dataset layout `rils pretrain data.source=shards` reads):
     DIR/train/00000.tar ...   DIR/val/00000.tar ...   (fashion-mnist: train/ and test/)
@@ -12,6 +13,12 @@ Datasets:
                     the SVG metadata; split by a hash of the drawing's path (--val-fraction, 5%).
     fashion-mnist   Debian dataset-fashion-mnist (/usr/share/datasets/fashion-mnist); the official
                     train/test split; 28x28 images kept small.
+    shapes-dense    no install: overlapping procedural shapes (--train 600, --val 150, --image-size 64,
+                    --seed 0) rendered for segmentation and detection, NOT shards:
+                      DIR/ade/images/{training,validation}/NNNNNN.jpg, DIR/ade/annotations/.../NNNNNN.png
+                      (0 other = a 2-px frame, 1 background, 2..7 the shapes), DIR/ade/classes.txt,
+                      DIR/coco/{train2017,val2017}/NNNNNN.jpg, DIR/coco/annotations/instances_*.json,
+                      DIR/manifest.json; --out must be new, empty or a previous shapes-dense output.
 """
 from __future__ import annotations
 
@@ -24,9 +31,16 @@ from pathlib import Path
 
 from .common import MissingDataError, ShardWriter, sample_files, split_entry, split_of, write_manifest
 
-DATASETS = ("openclipart", "fashion-mnist")
+DATASETS = ("openclipart", "fashion-mnist", "shapes-dense")
 __all__ = ["DATASETS", "MissingDataError", "prepare", "prepare_openclipart", "prepare_fashion_mnist",
-           "add_data_parser", "run_data_prepare"]
+           "prepare_shapes_dense", "add_data_parser", "run_data_prepare"]
+# The command-line options each dataset takes; any other one given is refused with one line.
+_OPTIONS = {
+    "openclipart": ("root", "image_size", "shard_size", "limit", "val_fraction", "workers"),
+    # val_fraction is taken so that prepare_fashion_mnist can say why it refuses it
+    "fashion-mnist": ("root", "image_size", "shard_size", "limit", "val_fraction", "workers"),
+    "shapes-dense": ("image_size", "train", "val", "seed"),
+}
 
 
 def _progress(log, name, done, total, t0):
@@ -186,7 +200,16 @@ def prepare_fashion_mnist(out, root=None, image_size: int = 128, shard_size: int
     return manifest
 
 
+def prepare_shapes_dense(out, image_size: int = 64, train: int = 600, val: int = 150, seed: int = 0,
+                         log=None) -> dict:
+    from . import shapes_dense
+
+    return shapes_dense.prepare(out, image_size=image_size, train=train, val=val, seed=seed, log=log)
+
+
 def prepare(name: str, out, **options) -> dict:
+    if name == "shapes-dense":
+        return prepare_shapes_dense(out, **options)
     if name == "openclipart":
         return prepare_openclipart(out, **options)
     if name == "fashion-mnist":
@@ -201,35 +224,48 @@ def add_data_parser(subparsers, help: str) -> None:
 
     data = subparsers.add_parser("data", help=help)
     dsub = data.add_subparsers(dest="data_command", required=True)
-    p = dsub.add_parser("prepare", help="installed dataset -> webdataset shards + manifest.json",
+    p = dsub.add_parser("prepare", help="installed dataset -> webdataset shards + manifest.json "
+                                        "(shapes-dense: ADE20K + COCO folders)",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=DATASETS)
-    p.add_argument("--out", required=True, help="output folder (DIR/train, DIR/val|test, DIR/manifest.json)")
+    p.add_argument("--out", required=True, help="output folder (DIR/train, DIR/val|test, DIR/manifest.json; "
+                                                "shapes-dense: DIR/ade, DIR/coco, DIR/manifest.json)")
     p.add_argument("--root", help="install location (default /usr/share/openclipart or "
                                   "/usr/share/datasets/fashion-mnist)")
-    p.add_argument("--image-size", type=int, default=128,
-                   help="longest side at most this many pixels, aspect kept, never enlarged (default 128)")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--image-size", type=int,
+                   help="longest side at most this many pixels, aspect kept, never enlarged (default 128); "
+                        "shapes-dense: the side of the square images (default 64)")
+    p.add_argument("--shard-size", type=int, help="samples per shard (default 1000)")
     p.add_argument("--limit", type=int, help="only the first N items (per split for fashion-mnist), for quick tries")
     p.add_argument("--val-fraction", type=float,
                    help="openclipart: share of drawings in val/, by a hash of their path (default 0.05)")
     p.add_argument("--workers", type=int, help="image decoding processes (openclipart; default min(2, CPUs))")
+    p.add_argument("--train", type=int, help="shapes-dense: training images (default 600)")
+    p.add_argument("--val", type=int, help="shapes-dense: validation images (default 150)")
+    p.add_argument("--seed", type=int, help="shapes-dense: the seed every image is drawn from (default 0)")
     p.set_defaults(func=run_data_prepare)
 
 
 def run_data_prepare(args) -> int:
     t0 = time.perf_counter()
-    options = {"root": args.root, "image_size": args.image_size, "shard_size": args.shard_size,
-               "limit": args.limit, "val_fraction": args.val_fraction, "workers": args.workers,
-               "log": lambda msg: print(msg, file=sys.stderr, flush=True)}
+    # Options left unset keep each dataset's own default (--image-size: 128, shapes-dense 64).
+    given = {k: getattr(args, k, None) for k in sorted({k for ks in _OPTIONS.values() for k in ks})}
+    given = {k: v for k, v in given.items() if v is not None}
     try:
-        manifest = prepare(args.name, args.out, **options)
+        foreign = [k for k in given if k not in _OPTIONS[args.name]]
+        if foreign:
+            raise ValueError(f"--{foreign[0].replace('_', '-')} does not apply to {args.name}")
+        manifest = prepare(args.name, args.out, **given,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except MissingDataError:
         raise  # main() prints it and exits 2
     except ValueError as exc:
         print(f"rils: error: {exc}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t0
+    if args.name == "shapes-dense":
+        _print_shapes_dense(manifest, Path(args.out), seconds)
+        return 0
     print(f"{manifest['dataset']}: {manifest['samples']} samples in {seconds:.1f} s -> {Path(args.out) / 'manifest.json'}")
     for split, entry in manifest["splits"].items():
         print(f"  {split:5s} {entry['samples']:6d} samples, {entry['shards']} shard(s): {entry['pattern'] or '-'}")
@@ -237,3 +273,14 @@ def run_data_prepare(args) -> int:
         print("  skipped: " + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()))
     print(f"  train with: {manifest['usage']['pretrain']}")
     return 0
+
+
+def _print_shapes_dense(manifest: dict, out: Path, seconds: float) -> None:
+    splits = manifest["splits"]
+    print(f"shapes-dense: {manifest['samples']} images in {seconds:.1f} s -> {out / 'manifest.json'}")
+    for split, entry in splits.items():
+        print(f"  {split:5s} {entry['images']:6d} images, {entry['annotations']} instance annotations "
+              f"({entry['crowd_annotations']} crowd), {entry['unannotated_slivers']} slivers left unannotated")
+    print(f"  segmentation (ADE20K layout): {out / 'ade'}   detection (COCO layout): {out / 'coco'}")
+    print(f"  evaluate with: rils eval segment --checkpoint CKPT --dataset {out / 'ade'}")
+    print(f"                 rils eval detect --checkpoint CKPT --dataset {out / 'coco'}")
