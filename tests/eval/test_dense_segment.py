@@ -300,7 +300,7 @@ def test_resume_continues_from_the_work_dir(ade, tiny_model, tmp_path):
         segment.evaluate_segment(tiny_model, train, val, **opts)
 
 
-def test_cli_record_and_one_line_error(ade, tmp_path, monkeypatch, capsys):
+def test_cli_record_and_one_line_error(ade, tmp_path, capsys):
     """`rils eval segment` on a rils checkpoint writes a record with mIoU/aAcc/mAcc and per-class
     rows; a folder without a validation split exits 2 with one `rils eval: error:` line."""
     import json
@@ -308,9 +308,6 @@ def test_cli_record_and_one_line_error(ade, tmp_path, monkeypatch, capsys):
     import rils
     from rils.checkpoint import FORMAT, save_atomic
     from rils.eval.cli import main
-    from rils.eval.runner import REGISTRY
-
-    monkeypatch.setitem(REGISTRY, "segment", segment.PROTOCOL)   # registered by runner._MODULES too
     model = rils.create_model("vit_nano8_32", method="clip")
     ckpt = tmp_path / "latest.pt"
     save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "clip",

@@ -163,11 +163,13 @@ def test_precision_option_and_the_deprecated_amp_flag(capsys):
 
 
 def test_registry_names_and_records():
-    assert PROTOCOLS == ("zeroshot", "retrieval", "linear", "fewshot", "finetune", "patchseg")
+    assert PROTOCOLS == ("zeroshot", "retrieval", "linear", "fewshot", "finetune", "patchseg", "segment", "detect")
     assert tuple(REGISTRY) == PROTOCOLS and all(REGISTRY[n].name == n for n in PROTOCOLS)
     assert {n for n in PROTOCOLS if REGISTRY[n].needs_text} == {"zeroshot", "retrieval", "patchseg"}
-    assert {n for n in PROTOCOLS if REGISTRY[n].needs_train} == {"linear", "fewshot", "finetune"}
-    assert {n for n in PROTOCOLS if not REGISTRY[n].uses_feature_cache} == {"finetune", "patchseg"}
+    assert {n for n in PROTOCOLS if REGISTRY[n].needs_train} == {"linear", "fewshot", "finetune", "segment", "detect"}
+    assert {n for n in PROTOCOLS if not REGISTRY[n].uses_feature_cache} == {"finetune", "patchseg", "segment",
+                                                                             "detect"}
+    assert {n for n in PROTOCOLS if REGISTRY[n].load_split is not None} == {"segment", "detect"}
 
 
 def test_a_new_protocol_is_one_record(local_dir, tmp_path, monkeypatch):

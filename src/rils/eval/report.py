@@ -12,9 +12,20 @@ def _pct(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """Nested metrics (detection's {"bbox": {...}, "segm": {...}}) as "bbox AP", "segm AP50", ..."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{name} "))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
 def headline(record: dict) -> list[tuple[str, str]]:
     """(metric, value in %) rows; few-shot means and stds are shown together as "mean ± std"."""
-    metrics = record["metrics"]
+    metrics = _flat(record["metrics"])
     rows = []
     for name, value in metrics.items():
         if name.endswith("_std"):

@@ -23,6 +23,8 @@ _MODULES = (
     "fewshot",
     "finetune",
     "patchseg",
+    "dense.segment",
+    "dense.detect",
 )
 REGISTRY: dict[str, Protocol] = {p.name: p for p in (import_module(f".{m}", __package__).PROTOCOL
                                                      for m in _MODULES)}
