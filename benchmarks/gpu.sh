@@ -14,7 +14,9 @@
 #      important first); and the host-device synchronisations of one step (benchmarks/cuda_syncs.py).
 #      A run "B:graphs" (not in the default RUNS_) is "B:compile" replayed as CUDA graphs (compile
 #      mode reduce-overhead);
-#   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus).
+#   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus);
+#   4. with DENSE=1, benchmarks/gpu_dense.sh (the dense protocols at 512 px on ViT-B/16, a few
+#      hundred iterations each: about 3-5 minutes more).
 # Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
 #
 #   here, once (network):  benchmarks/gpu.sh --prepare        # wheels into .gpu_wheels/ (git-ignored)
@@ -90,6 +92,7 @@ for run in $RUNS_; do
   rm -f "$SITE/profile.txt"
 done
 [ "${REPRO:-0}" = 1 ] && { bash benchmarks/gpu_repro.sh || echo "gpu_repro.sh failed"; }
+[ "${DENSE:-0}" = 1 ] && { bash benchmarks/gpu_dense.sh || echo "gpu_dense.sh failed"; }
 
 $PY - "$OUT" <<'PY'
 import json, sys

@@ -40,3 +40,14 @@ def test_gpu_repro_cpu_path_prints_the_endpoints(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[-6].startswith("| endpoint | CLIP (2 steps) | RILS (2 steps) | RILS - CLIP |")
     assert lines[-1].startswith("| linear probe, shape |")
+
+
+def test_gpu_dense_cpu_path_runs_both_protocols(tmp_path):
+    """benchmarks/gpu_dense.sh, tiny on the CPU: a checkpoint, the testbed, both fine-tunes, the table."""
+    proc = _run("gpu_dense.sh", tmp_path, GPU_DENSE_TINY="1")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    seg = json.loads((tmp_path / "out" / "dense_segment_vit_nano8_32.json").read_text())
+    det = json.loads((tmp_path / "out" / "dense_detect_vit_nano8_32.json").read_text())
+    assert seg["steps"] == 2 and 0 <= seg["metrics"]["mIoU"] <= 1
+    assert det["steps"] == 2 and 0 <= det["metrics"]["bbox"]["AP"] <= 1
+    assert proc.stdout.strip().splitlines()[-1].startswith("| detect | 2 |")
