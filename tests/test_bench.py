@@ -113,3 +113,17 @@ def test_gpu_steps_are_queued_back_to_back_and_timed_between_events(monkeypatch)
     times = bench._timed(lambda batch: log.append("step"), None, torch.device("cuda"), steps=3)
     assert log == ["sync", "event", "step", "event", "step", "event", "step", "event", "sync"]
     assert times == [1.0, 1.0, 1.0]
+
+
+def test_the_open_clip_side_runs_our_activations():
+    """`rils bench`'s open_clip CLIP runs each tower's activation as ours: GELU in its ViT (our trunk is
+    timm's) and the preset's QuickGELU in its text tower (open_clip's quick_gelu flag would switch
+    both), so the timing ratio compares like with like."""
+    import torch
+    from open_clip.transformer import QuickGELU
+
+    from rils.bench import OpenClipStep
+
+    step = OpenClipStep("vit_nano8_32", "cpu")
+    assert {type(b.mlp.gelu) for b in step.module.transformer.resblocks} == {QuickGELU}
+    assert {type(b.mlp.gelu) for b in step.module.visual.transformer.resblocks} == {torch.nn.GELU}

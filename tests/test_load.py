@@ -13,8 +13,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def test_a_checkpoint_of_the_earlier_format_loads_and_computes_the_same():
     """tests/fixtures/old_format_rils_nano.pt was written by the code before rils/load.py existed
     (one RILS step on vit_nano8_32 with a 512-token vocabulary, τ1 set to 0.05; optimiser state
-    dropped to keep the file small). Its outputs were recorded by that code."""
+    dropped to keep the file small). Its outputs were recorded by that code, whose text tower was
+    open_clip's GELU: the file records no `quick_gelu`, so it loads as GELU, not today's QuickGELU."""
     model = rils.load_model(FIXTURES / "old_format_rils_nano.pt")
+    assert model.preset.quick_gelu is False
     ref = torch.load(FIXTURES / "old_format_rils_nano_outputs.pt", weights_only=True)
     with torch.no_grad():
         assert torch.allclose(model.encode_image(ref["images"]), ref["encode_image"], atol=1e-5)

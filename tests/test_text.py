@@ -86,3 +86,35 @@ def test_configurations_it_does_not_cover_take_open_clips_forward():
     tower.pool_type = "last"
     assert not tower._eot_only()
     assert torch.equal(tower(tokens), TextTransformer.forward(tower, tokens))
+
+
+def test_every_preset_builds_a_quickgelu_text_tower_and_a_gelu_trunk():
+    """QuickGELU, the authors' and OpenAI CLIP's text activation, is every preset's default, for every
+    method with text; `quick_gelu=False` builds open_clip's GELU. The vision trunk is timm's GELU
+    either way. (Built on the meta device: only the modules are looked at.)"""
+    from open_clip.transformer import QuickGELU
+
+    def activations(model):
+        return ({type(b.mlp.gelu) for b in model.text.transformer.resblocks},
+                {type(b.mlp.act) for b in model.visual.trunk.blocks})
+
+    for name in rils.list_presets():
+        with torch.device("meta"):
+            for method in ("rils", "clip", "slip", "mae_clip"):
+                assert activations(rils.create_model(name, method=method)) == ({QuickGELU}, {torch.nn.GELU}), \
+                    (name, method)
+            gelu = rils.create_model(name, method="clip", quick_gelu=False)
+        assert activations(gelu) == ({torch.nn.GELU}, {torch.nn.GELU}), name
+        assert gelu.preset.quick_gelu is False and rils.get_preset(name).quick_gelu is True
+
+
+def test_the_activation_is_recorded_and_a_record_without_it_is_gelu():
+    """The preset a checkpoint or an export records carries `quick_gelu`; a record written before the
+    setting existed (no such key) was a GELU run and loads as one."""
+    from rils.presets import preset_from_record
+
+    record = rils.get_preset("vit_nano8_32").to_dict()
+    assert record["quick_gelu"] is True and preset_from_record(record).quick_gelu is True
+    older = {k: v for k, v in record.items() if k != "quick_gelu"}
+    assert preset_from_record(older).quick_gelu is False
+    assert preset_from_record({**record, "quick_gelu": False}).quick_gelu is False

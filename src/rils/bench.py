@@ -86,7 +86,9 @@ class RilsStep:
 
 
 class OpenClipStep:
-    """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss."""
+    """open_clip's CLIP at our preset's sizes: its ViT (average pooling, as ours) and ClipLoss, with
+    each tower's activation ours: GELU in the ViT (our trunk is timm's) and the preset's in the text
+    tower (QuickGELU by default; it costs more than the fused GELU, so a mismatch would bias the ratio)."""
 
     def __init__(self, preset_name: str, device, precision: str = "fp32", grad_checkpointing: bool = False,
                  compile_: bool = False, compile_mode: str = "default"):
@@ -97,6 +99,9 @@ class OpenClipStep:
         text = dict(context_length=p.context_length, vocab_size=p.vocab_size, width=p.text_width,
                     heads=p.text_heads, layers=p.text_layers)
         self.module = open_clip.CLIP(embed_dim=p.embed_dim, vision_cfg=vision, text_cfg=text).to(device).train()
+        if p.quick_gelu:   # open_clip's quick_gelu would switch its ViT too: set the text tower's alone
+            for block in self.module.transformer.resblocks:
+                block.mlp.gelu = open_clip.transformer.QuickGELU()
         self.module.set_grad_checkpointing(grad_checkpointing)
         self.loss = open_clip.ClipLoss()
         self.preset = p

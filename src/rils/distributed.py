@@ -45,6 +45,17 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
 
 
+def gather_without_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all ranks along dim 0, rank order, with no gradient through any slice,
+    this rank's included: a plain `all_gather`, as SLIP's `all_gather_batch` (the RILS authors'
+    trainer). On one process `x` itself comes back, gradient and all, as there."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts, dim=0)
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, no gradient (counts, normalisers, logged values)."""
     if not is_distributed():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .model.pos_embed import sincos_2d
-from .presets import Preset
+from .presets import Preset, preset_from_record
 
 FORMAT_TIMM = "rils-timm-trunk-v1"
 FORMAT_OPEN_CLIP = "rils-open-clip-v1"
@@ -25,7 +25,7 @@ def safetensors_metadata(path) -> dict:
 def preset_from(data, source) -> Preset:
     """The Preset recorded in an export's metadata (a dict or its JSON)."""
     try:
-        return Preset(**(json.loads(data) if isinstance(data, str) else data))
+        return preset_from_record(json.loads(data) if isinstance(data, str) else data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: the recorded preset is not one this version of rils can build ({exc})") from exc
 

@@ -6,7 +6,8 @@ CVPR 2023. The loss heads run in fp32 even under bf16 autocast: with τ1 = 0.04 
 
 When torch.distributed is initialised (and `gather=True`), the contrastive terms compare the local
 rows with the embeddings of the global batch; `rils.distributed.gather_with_grad` carries the
-gradient back to every rank, so DDP training equals one-device training on the whole batch.
+gradient back to every rank, so DDP training equals one-device training on the whole batch
+(`contrastive_logits(gather_grad=False)` is the authors' one-sided alternative).
 """
 from __future__ import annotations
 
@@ -29,17 +30,22 @@ def fp32(fn):
 
 
 @fp32
-def contrastive_logits(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, gather: bool = True):
+def contrastive_logits(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, gather: bool = True,
+                       gather_grad: bool = True):
     """Logits of the local images against all texts and of the local texts against all images.
 
     Returns (logits_per_image [B, B_global], logits_per_text [B, B_global], labels [B], all_text [B_global, D]);
     `labels[i]` is the column of sample i's own pair; `all_text` are the normalised z^T of the global batch.
+    `gather_grad=False` gathers as the authors' trainer (SLIP's `all_gather_batch`): across ranks no
+    gathered row carries gradient, this rank's included, so the local images learn only through
+    logits_per_image and the local texts only through logits_per_text (one process: the full gradient).
     """
     z_img = F.normalize(image_emb.float(), dim=-1)   # z^I (Eq. 4)
     z_txt = F.normalize(text_emb.float(), dim=-1)    # z^T (Eq. 4)
     gather = gather and D.is_distributed()
-    all_img = D.gather_with_grad(z_img) if gather else z_img
-    all_txt = D.gather_with_grad(z_txt) if gather else z_txt
+    gathered = D.gather_with_grad if gather_grad else D.gather_without_grad
+    all_img = gathered(z_img) if gather else z_img
+    all_txt = gathered(z_txt) if gather else z_txt
     offset = D.rank() * z_img.shape[0] if gather else 0
     labels = torch.arange(z_img.shape[0], device=z_img.device) + offset
     logits_per_image = logit_scale * z_img @ all_txt.T   # <z^I_i, z^T_j> / σ (Eq. 5)

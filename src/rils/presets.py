@@ -32,6 +32,10 @@ class Preset:
     context_length: int = 77
     vocab_size: int = 49408
     mlp_ratio: float = 4.0
+    # The text tower's MLP activation. QuickGELU, x·sigmoid(1.702x), is OpenAI CLIP's and the authors'
+    # (hustvl/RILS `ResidualAttentionBlock`); False builds open_clip's default, exact GELU. The vision
+    # trunk and decoder are timm's and always GELU.
+    quick_gelu: bool = True
 
     @property
     def grid_size(self) -> int:
@@ -88,6 +92,17 @@ _PRESETS = {
     "vit_nano8_32": Preset("vit_nano8_32", "vit_tiny_patch16_224", 32, 8, 64, 2, 2, 32, 64, 2, 2, 64,
                            decoder_heads=2, context_length=16),
 }
+
+
+# Fields added after checkpoints were written whose default is not what those checkpoints ran, with
+# the value they ran (every text tower was open_clip's GELU before `quick_gelu`).
+BEFORE_THE_FIELD = {"quick_gelu": False}
+
+
+def preset_from_record(record: dict) -> Preset:
+    """The Preset a checkpoint or an export recorded (`Preset.to_dict()`). A record written before a
+    field of BEFORE_THE_FIELD existed loads with the value it ran, so it computes what it computed then."""
+    return Preset(**{**BEFORE_THE_FIELD, **record})
 
 
 def list_presets() -> list[str]:

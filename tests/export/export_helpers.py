@@ -6,11 +6,11 @@ import torch
 import rils
 
 
-def perturbed(preset: str = "vit_nano8_32", method: str = "rils", seed: int = 0):
+def perturbed(preset: str = "vit_nano8_32", method: str = "rils", seed: int = 0, **preset_overrides):
     """A model whose weights are all non-trivial (a zero-initialised bias cannot hide a mapping
     mistake); positions stay the fixed sin-cos table, as in training."""
     torch.manual_seed(seed)
-    model = rils.create_model(preset, method=method)
+    model = rils.create_model(preset, method=method, **preset_overrides)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -41,6 +41,14 @@ def clip_ckpt(tmp_path_factory):
     return out / "checkpoints" / "latest.pt"
 
 
+@pytest.fixture(scope="module")
+def gelu_clip_ckpt(tmp_path_factory):
+    """A clip run with open_clip's GELU text tower: what vit_nano8_32 needs to export to open_clip."""
+    out = tmp_path_factory.mktemp("gelu_clip_run")
+    _run(out, "method=clip", "model.quick_gelu=false")
+    return out / "checkpoints" / "latest.pt"
+
+
 def _where(state, pred):
     return {k: v for k, v in state.items() if pred(k)}
 
@@ -167,6 +175,28 @@ def test_every_trainable_parameter_gets_a_gradient_when_locked(name, lock):
     assert grads == []
 
 
+def test_init_from_across_text_activations_is_refused(clip_ckpt, gelu_clip_ckpt, tmp_path, capsys):
+    """The same text weights under QuickGELU and GELU are different functions: `init_from` between runs
+    of the two (a checkpoint older than `model.quick_gelu` counts as GELU) stops with one line naming
+    the value to set, and with that value it loads."""
+    from pathlib import Path
+
+    from rils.train.init_from import init_from
+
+    old = Path(__file__).resolve().parents[1] / "fixtures" / "old_format_rils_nano.pt"   # recorded before the key
+    for spec, run_quick_gelu, theirs in [(gelu_clip_ckpt, True, "false"), (old, True, "false"),
+                                         (clip_ckpt, False, "true")]:
+        method = rils.create_method("clip", rils.create_model("vit_nano8_32", method="clip", quick_gelu=run_quick_gelu))
+        with pytest.raises(ConfigError, match=rf"init_from: .*set model.quick_gelu={theirs} to start from them") as e:
+            init_from(method, str(spec))
+        assert "\n" not in str(e.value)
+    argv = ["pretrain", "-c", "demo", *SMALL, "method=clip", f"output_dir={tmp_path / 'a'}", f"init_from={gelu_clip_ckpt}"]
+    assert cli.main(argv) == 2
+    assert "runs GELU and this run's QuickGELU" in capsys.readouterr().err
+    ckpt = _run(tmp_path / "b", "method=clip", f"init_from={gelu_clip_ckpt}", "model.quick_gelu=false")
+    assert ckpt["preset"]["quick_gelu"] is False
+
+
 def test_part_names():
     assert part_of("model.visual.trunk.blocks.0.attn.qkv.weight") == "visual.trunk"
     assert part_of("model.visual.head.proj.weight") == "visual.head"
@@ -177,21 +207,21 @@ def test_part_names():
     assert part_of("image_mlp.0.weight") == "image_mlp"
 
 
-def test_init_from_exports(clip_ckpt, tmp_path):
-    """A timm export gives the trunk alone; an open_clip export (folder or local-dir:) the trunk, θ,
-    text tower and logit scale."""
+def test_init_from_exports(gelu_clip_ckpt, tmp_path):
+    """A timm export gives the trunk alone (into a run of either text activation); an open_clip export
+    (folder or local-dir:) the trunk, θ, text tower and logit scale."""
     from rils.export import export_open_clip, export_timm
     from rils.train.init_from import init_from
 
-    src = torch.load(clip_ckpt, weights_only=True)["state_dict"]
-    export_timm(clip_ckpt, tmp_path / "trunk.safetensors", verify=False)
-    export_open_clip(clip_ckpt, tmp_path / "oc", verify=False)
-    cases = [(str(tmp_path / "trunk.safetensors"), "loaded visual.trunk; newly initialised visual.head, text, "
+    src = torch.load(gelu_clip_ckpt, weights_only=True)["state_dict"]
+    export_timm(gelu_clip_ckpt, tmp_path / "trunk.safetensors", verify=False)
+    export_open_clip(gelu_clip_ckpt, tmp_path / "oc", verify=False)
+    cases = [(str(tmp_path / "trunk.safetensors"), True, "loaded visual.trunk; newly initialised visual.head, text, "
               "logit_scale, decoder; ignored nothing", ("model.visual.trunk.",)),
-             (f"local-dir:{tmp_path / 'oc'}", "loaded visual.trunk, visual.head, text, logit_scale; newly "
+             (f"local-dir:{tmp_path / 'oc'}", False, "loaded visual.trunk, visual.head, text, logit_scale; newly "
               "initialised decoder; ignored nothing", ("model.visual.", "model.text.", "model.logit_scale"))]
-    for spec, said, prefixes in cases:
-        method = rils.create_method("rils", rils.create_model("vit_nano8_32", method="rils"))
+    for spec, quick_gelu, said, prefixes in cases:
+        method = rils.create_method("rils", rils.create_model("vit_nano8_32", method="rils", quick_gelu=quick_gelu))
         assert said in init_from(method, spec)
         state = method.state_dict()
         keys = [k for k in src if k.startswith(prefixes)]

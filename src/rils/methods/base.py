@@ -10,6 +10,9 @@ from .. import losses as L
 from ..model.masking import mask_noise, random_masking
 
 
+CONTRASTIVE_GATHERS = ("full", "local")   # MethodOptions.contrastive_gather
+
+
 @dataclass
 class MethodOptions:
     """Loss hyper-parameters; defaults are the paper's (Sec. 3.3) where it gives them."""
@@ -26,6 +29,7 @@ class MethodOptions:
     ssl_emb_dim: int = 256         # output width of that head
     num_prototypes: int = 4096     # Table 10 ablation: learnable prototypes in place of z^T
     detach_prototypes: bool = True  # RILS: z^T in Eq. 8 under stop-gradient, as the official code's plain all_gather; false lets L_recon train the text tower
+    contrastive_gather: str = "full"  # L_Contra across ranks: full = its exact gradient (2 ranks x b = 1 rank x 2b); local = the authors' (SLIP's all_gather_batch): no gathered row has gradient, so each rank's images learn from image-to-text logits only, its texts from text-to-image; depends on the world size
 
 
 class Pool:
@@ -116,6 +120,9 @@ class PretrainMethod(nn.Module):
         super().__init__()
         self.model = model
         self.opt = options or MethodOptions()
+        if self.opt.contrastive_gather not in CONTRASTIVE_GATHERS:   # the config checks it; the Python API too
+            raise ValueError(f"contrastive_gather must be {' or '.join(CONTRASTIVE_GATHERS)}, "
+                             f"got {self.opt.contrastive_gather!r}")
 
     def masked_view(self, patches: torch.Tensor, batch: dict):
         """Random masking (Sec. 3.1) driven by per-sample seeds when the batch has them."""
@@ -168,7 +175,8 @@ class PretrainMethod(nn.Module):
         scale = self.model.logit_scale_exp()
         if pool is not None:
             scale = scale_grad(scale, 1.0 / pool.n)
-        logits_i, logits_t, labels, all_text = L.contrastive_logits(image_emb, text_emb, scale)
+        logits_i, logits_t, labels, all_text = L.contrastive_logits(
+            image_emb, text_emb, scale, gather_grad=self.opt.contrastive_gather == "full")
         loss = pooled_term(L.contrastive_loss_from_logits(logits_i, logits_t, labels), pool)
         matched = logits_i.argmax(dim=1) == labels          # the set C (Eq. 9)
         return loss, matched, all_text

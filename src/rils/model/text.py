@@ -20,14 +20,15 @@ from .masking import take_patches
 
 
 def text_cfg(preset: Preset) -> dict:
-    """The open_clip `text_cfg` of a preset; also what an open_clip export writes."""
+    """The open_clip `text_cfg` of a preset; also what an open_clip export writes. The activation is
+    not in it: open_clip takes it as the model's `quick_gelu` (`preset.quick_gelu`)."""
     return dict(context_length=preset.context_length, vocab_size=preset.vocab_size,
                 width=preset.text_width, heads=preset.text_heads, layers=preset.text_layers)
 
 
 def build_text_tower(preset: Preset):
     # its nn.MultiheadAttention layers go through rils.model.attention (same parameters and names)
-    tower = adopt(_build_text_tower(preset.embed_dim, CLIPTextCfg(**text_cfg(preset))))
+    tower = adopt(_build_text_tower(preset.embed_dim, CLIPTextCfg(**text_cfg(preset)), quick_gelu=preset.quick_gelu))
     tower.__class__ = EotTextTransformer   # adds no state: same parameters, names and initial values
     return tower
 

@@ -4,7 +4,9 @@
 `init_from` loads the tensors that a method's state dict and the source share, part by part
 (visual.trunk, visual.head (θ), text, logit_scale, decoder, and the method-only heads such as
 image_mlp or learned_prototypes); the optimiser, schedule and step start fresh. A part present on
-both sides must match key for key and shape for shape, else a one-line ConfigError."""
+both sides must match key for key and shape for shape, else a one-line ConfigError; so must the text
+tower's activation (`model.quick_gelu`): the same weights under QuickGELU and under GELU are two
+different functions, and a run that silently swapped one for the other would start from neither."""
 from __future__ import annotations
 
 import warnings
@@ -15,6 +17,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..load import VisionOnlyWarning, _is_safetensors, load_model
+from ..presets import preset_from_record
 from .config import ConfigError
 
 
@@ -31,6 +34,12 @@ def source_state(spec: str) -> dict[str, torch.Tensor]:
     """The source's tensors under method state-dict names ('model.*' plus method-only heads).
     Our checkpoints keep their method heads; a timm export gives the trunk, an open_clip export
     trunk, θ, text tower and logit scale. Anything unreadable is a one-line ConfigError."""
+    return _source(spec)[0]
+
+
+def _source(spec: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """`source_state`, and whether the source's text tower (if it has one) runs QuickGELU, as its
+    recorded preset says (a record older than the setting: GELU)."""
     path = spec[len("local-dir:"):] if spec.startswith("local-dir:") else spec
     p = Path(path)
     try:
@@ -38,10 +47,15 @@ def source_state(spec: str) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", VisionOnlyWarning)
                 model = load_model(spec)
-            return {f"model.{k}": v for k, v in model.state_dict().items()}
-        return dict(load_checkpoint(p)["state_dict"])
-    except (ValueError, OSError, KeyError) as exc:
+            return {f"model.{k}": v for k, v in model.state_dict().items()}, model.preset.quick_gelu
+        ckpt = load_checkpoint(p)
+        return dict(ckpt["state_dict"]), preset_from_record(ckpt["preset"]).quick_gelu
+    except (ValueError, OSError, KeyError, TypeError) as exc:
         raise ConfigError(f"init_from: {exc}") from None
+
+
+def _activation(quick_gelu: bool) -> str:
+    return "QuickGELU" if quick_gelu else "GELU"
 
 
 _ORDER = ("visual.trunk", "visual.head", "text", "logit_scale", "decoder")
@@ -55,10 +69,16 @@ def _parts(keys) -> list[str]:
 
 def init_from(method: nn.Module, spec: str) -> str:
     """Copy the parts `method` shares with `spec` into it; returns the one-line report."""
-    source = source_state(spec)
+    source, source_quick_gelu = _source(spec)
     target = method.state_dict()
     target_parts, source_parts = _parts(target), _parts(source)
     shared = [p for p in target_parts if p in source_parts]
+    quick_gelu = method.model.preset.quick_gelu
+    if "text" in shared and source_quick_gelu != quick_gelu:
+        raise ConfigError(f"init_from: {spec}'s text tower runs {_activation(source_quick_gelu)} and this run's "
+                          f"{_activation(quick_gelu)} (model.quick_gelu={str(quick_gelu).lower()}): its weights would "
+                          f"compute another function; set model.quick_gelu={str(source_quick_gelu).lower()} to start "
+                          f"from them")
     for key, value in target.items():
         if part_of(key) not in shared:
             continue
