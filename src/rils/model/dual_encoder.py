@@ -36,6 +36,9 @@ class DualEncoder(nn.Module):
 
     # --- facts other tools need (evaluation transforms, timm and open_clip exports) ---
     image_mean, image_std = IMAGE_MEAN, IMAGE_STD
+    # Why encode_image / encode_text are missing, for their errors; rils.load gives a timm export
+    # its own reason (the file holds the trunk only, whatever the run trained).
+    missing_parts_reason = "it was pre-trained without text"
 
     @property
     def image_size(self) -> int:
@@ -61,14 +64,14 @@ class DualEncoder(nn.Module):
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """z^I before normalisation (Eq. 4): θ(mean of the intact image's patch tokens)."""
         if not hasattr(self.visual.head, "proj"):
-            raise RuntimeError("this model has no image projection θ (it was pre-trained without text)")
+            raise RuntimeError(f"this model has no image projection θ ({self.missing_parts_reason})")
         x = self.visual.project(self.visual.pool(self.forward_features(images)))
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """z^T before normalisation (Eq. 4): φ(h), h the feature at the end-of-text token (Eq. 2)."""
         if self.text is None:
-            raise RuntimeError("this model has no text tower (it was pre-trained without text)")
+            raise RuntimeError(f"this model has no text tower ({self.missing_parts_reason})")
         x = self.text(tokens)
         return F.normalize(x, dim=-1) if normalize else x
 

@@ -73,6 +73,45 @@ def _scalars(record: dict) -> dict:
     return out
 
 
+WANDB_OFFLINE_MODES = ("offline", "dryrun", "disabled")   # modes in which wandb.init asks for no API key
+
+
+def wandb_login_problem() -> str | None:
+    """Why `wandb.init` would stop for want of an API key, as a one-line message naming the fixes; None
+    when it would start (offline or disabled, or credentials found), or when we cannot tell.
+
+    Without a key and outside offline mode wandb.init raises after the run folder is made, with a
+    30-line traceback (or, at a terminal, stops to ask). The check reads what wandb itself reads, the
+    way `wandb.setup()` does: the global and workspace settings files (`wandb offline` writes
+    `mode = offline` there, `wandb login --host` a base_url), then the WANDB_* environment (WANDB_MODE,
+    WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, WANDB_BASE_URL), then the .netrc entry of the W&B host
+    (what `wandb login` writes). It touches no network and does not create wandb's process-wide
+    setup, which would freeze the environment for the wandb.init that follows."""
+    import os
+
+    try:
+        import wandb
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb.Settings()
+        settings.quiet = True    # wandb.init prints which settings files it read; once is enough
+        config_dir = os.environ.get("WANDB_CONFIG_DIR")
+        settings.settings_system = str(Path(config_dir).expanduser() / "settings" if config_dir
+                                       else Path("~/.config/wandb/settings").expanduser())
+        settings.update_from_system_settings()
+        settings.update_from_env_vars(dict(os.environ))
+        if settings.mode in WANDB_OFFLINE_MODES or settings.api_key or settings.identity_token_file:
+            return None
+        if wbauth.read_netrc_auth(host=settings.base_url):
+            return None
+        host = settings.base_url
+    except Exception:   # another wandb version moved these: let wandb.init decide, as before the check
+        return None
+    return (f"logging.wandb: true, but W&B has no API key for {host} and is not in offline mode: run "
+            f"`wandb login` (or set WANDB_API_KEY), or set WANDB_MODE=offline to log locally and "
+            f"`wandb sync` later, or set logging.wandb=false")
+
+
 def _start_wandb(out: Path, resuming: bool, logging, config: dict):
     """wandb.init with the run id kept in the run folder: a resumed run continues it; a fresh run
     (a new or overwritten folder) gets a new one."""

@@ -59,10 +59,27 @@ def _pool_map(fn, items, workers: int):
         yield from pool.imap(fn, items, chunksize=4)
 
 
-def _usage(pattern: str | None, samples: int) -> str | None:
-    """The pretrain command for these shards (data.num_samples spares counting them at start)."""
-    return (f"rils pretrain -c rils data.source=shards data.path='{pattern}' data.num_samples={samples}"
-            if pattern else None)
+# The recipe each kind of machine is given (the printed command picks this machine's): the paper's
+# ViT-B/16 needs a GPU (on a 2-core CPU it ran at 103 s a step); configs/compare.yaml is the recipe this
+# project runs these corpora with on a CPU (docs/RESULTS.md: vit_ti8_64, 300 steps of 64, ~8 minutes).
+CPU_RECIPE, CPU_PRESET, CPU_STEPS, CPU_BATCH = "compare", "vit_ti8_64", 300, 64
+GPU_RECIPE, GPU_BATCH = "rils", 128
+
+
+def _usage(pattern: str | None, samples: int, dataset: str) -> dict:
+    """The pretrain commands for these shards, for a GPU (`pretrain`: the paper's recipe) and for a
+    CPU (`pretrain_cpu`); both in the manifest, so it does not depend on the machine that wrote it.
+    data.num_samples spares counting the shards at start; a split smaller than the recipe's batch
+    gets that many per batch, so that one step fits."""
+    if not pattern:
+        return {"pretrain": None, "pretrain_cpu": None}
+    data = f"data.source=shards data.path='{pattern}' data.num_samples={samples}"
+    gpu = f"rils pretrain -c {GPU_RECIPE} {data}" + (f" train.batch_size={samples}" if samples < GPU_BATCH else "")
+    # the preset is the recipe's too; named so that the command says what it builds
+    cpu = (f"rils pretrain -c {CPU_RECIPE} model.preset={CPU_PRESET} {data} train.max_steps={CPU_STEPS} "
+           f"output_dir=runs/{dataset}"
+           + (f" train.batch_size={samples}" if samples < CPU_BATCH else ""))
+    return {"pretrain": gpu, "pretrain_cpu": cpu}
 
 
 def _default_workers() -> int:
@@ -133,7 +150,7 @@ def prepare_openclipart(out, root=None, image_size: int = 128, shard_size: int =
         "svg_metadata": dict(svg_states.most_common()),
         "categories": dict(sorted(categories.items())),
         "image": {"format": "png", "mode": "RGB", "max_side": image_size, "background": "white"},
-        "usage": {"pretrain": _usage(writers["train"].pattern(), writers["train"].count)},
+        "usage": _usage(writers["train"].pattern(), writers["train"].count, "openclipart"),
     }
     write_manifest(out, manifest)
     return manifest
@@ -194,7 +211,7 @@ def prepare_fashion_mnist(out, root=None, image_size: int = 128, shard_size: int
         "classes": list(fm.CLASS_NAMES),
         "caption_templates": list(fm.TEMPLATES),
         "image": {"format": "png", "mode": "RGB", "size": "28x28 (grayscale as RGB)"},
-        "usage": {"pretrain": _usage(splits["train"]["pattern"], splits["train"]["samples"])},
+        "usage": _usage(splits["train"]["pattern"], splits["train"]["samples"], "fashion-mnist"),
     }
     write_manifest(out, manifest)
     return manifest
@@ -271,8 +288,23 @@ def run_data_prepare(args) -> int:
         print(f"  {split:5s} {entry['samples']:6d} samples, {entry['shards']} shard(s): {entry['pattern'] or '-'}")
     if manifest["skipped"]:
         print("  skipped: " + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()))
-    print(f"  train with: {manifest['usage']['pretrain']}")
+    _print_usage(manifest["usage"])
     return 0
+
+
+def _print_usage(usage: dict) -> None:
+    """This machine's command first: copied verbatim it runs well here (with no CUDA GPU, the paper's
+    vit_b16 would take days); the other kind's follows."""
+    if not usage.get("pretrain"):
+        return
+    from ...precision import resolve_device   # the one place that decides what `auto` runs on
+
+    cpu = (f"no CUDA GPU here, so configs/{CPU_RECIPE}.yaml's CPU-sized recipe: {CPU_PRESET}, "
+           f"{CPU_STEPS} steps of {CPU_BATCH}", usage["pretrain_cpu"])
+    gpu = ("the paper's ViT-B/16 recipe (configs/paper_b16.yaml), for this CUDA GPU", usage["pretrain"])
+    here, other = (gpu, cpu) if resolve_device("auto").type == "cuda" else (cpu, gpu)
+    print(f"  train with ({here[0]}):\n    {here[1]}")
+    print(f"  {'on a CPU' if here is gpu else 'with a CUDA GPU, the paper recipe'}:\n    {other[1]}")
 
 
 def _print_shapes_dense(manifest: dict, out: Path, seconds: float) -> None:
