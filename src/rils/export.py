@@ -7,25 +7,31 @@ by `rils.load.load_model`).
 
 timm
     The vision trunk's state dict as safetensors. The file's metadata names the timm model and the
-    keyword arguments that rebuild it (`timm_model_name`, `timm_kwargs` as JSON), and timm's
-    `pretrained_cfg` of the preprocessing the model was trained with (input size, mean, std,
-    interpolation, crop)::
+    keyword arguments that rebuild it (`timm_model_name`, `timm_kwargs` as JSON). The kwargs carry,
+    beside the geometry, timm's `pretrained_cfg` of the preprocessing the model was trained with
+    (input size, mean, std, interpolation, crop; also alone as `pretrained_cfg`), so timm's own habits
+    give the model's transform, not the 224-px one of the timm name's defaults::
 
-        meta = safetensors.safe_open(path, "pt").metadata()
-        trunk = timm.create_model(meta["timm_model_name"], **json.loads(meta["timm_kwargs"]),
-                                  pretrained_cfg_overlay=json.loads(meta["pretrained_cfg"]))
-        trunk.load_state_dict(safetensors.torch.load_file(path), strict=True)
+        with safetensors.safe_open(path, "pt") as f:
+            meta = f.metadata()
+        trunk = timm.create_model(meta["timm_model_name"], pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=path), **json.loads(meta["timm_kwargs"]))
         transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=trunk))
 
-    `trunk.forward_features(transform(image))` then equals ours on the same image file. The projection θ, the text tower and the decoder
-    are not in this file (timm has no place for them).
+    `trunk.forward_features(transform(image)[None])` then equals ours on the same image file
+    (`pretrained=False` and `trunk.load_state_dict(safetensors.torch.load_file(path), strict=True)`
+    works as well; `num_classes=K` in the kwargs gives a fresh K-way head for fine-tuning). The
+    projection θ, the text tower and the decoder are not in this file (timm has no place for them):
+    `rils.load_model` reads it as a vision-only model, without `encode_image`.
 
 open_clip
     `DIR/open_clip_config.json` + `DIR/open_clip_model.safetensors`, read by plain open_clip (no
     rils import needed): `open_clip.create_model('local-dir:DIR')` and
     `open_clip.get_tokenizer('local-dir:DIR')`. The model is a `CustomTextCLIP` (`custom_text:
-    true`): our text tower *is* open_clip's TextTransformer built from the same `CLIPTextCfg`, and
-    `logit_scale` is stored in log space as open_clip's. The vision tower takes one of two layouts:
+    true`): our text tower *is* open_clip's TextTransformer built from the same `CLIPTextCfg`, with
+    the model's activation as open_clip's `quick_gelu` (QuickGELU by default, GELU for
+    `model.quick_gelu=false` and for checkpoints that predate the setting), and `logit_scale` is
+    stored in log space as open_clip's. The vision tower takes one of two layouts:
 
     - "timm": open_clip's `TimmModel` (`visual.trunk`, `visual.head.proj`), our names one to one.
       open_clip 3.x builds that trunk as `timm.create_model(timm_model_name)` with the model's
@@ -33,7 +39,8 @@ open_clip
       `reset_classifier(0, global_pool='avg')`, which keeps the norm placement chosen at
       construction (final norm on all tokens, no fc_norm): exactly our pooling. So the layout is
       exact when the preset's trunk is the timm model at its defaults: vit_b16, vit_l16, vit_s16,
-      vit_ti16. It is impossible for vit_ti8_64 and vit_nano8_32 (64 px / 32 px input, patch 8,
+      vit_ti16, with either text activation (TimmModel runs timm's GELU whatever `quick_gelu`
+      says). It is impossible for vit_ti8_64 and vit_nano8_32 (64 px / 32 px input, patch 8,
       6 / 2 blocks, other widths): no registered timm name has those defaults, and open_clip
       passes no kwargs to timm (registering a name would need `import rils` on the user's side).
     - "native": open_clip's own `VisionTransformer` (`visual.conv1`, `visual.transformer...`),
@@ -41,10 +48,13 @@ open_clip
       all tokens, LayerNorm eps 1e-6, exact GELU. The weights are renamed (qkv -> in_proj, fc1 ->
       c_fc, ...), θ is transposed into `visual.proj`, and timm's patch-embedding bias (open_clip's
       conv1 has none) is folded into the patch rows of `positional_embedding` - the same sum. Works
-      for every preset.
+      for every preset with a GELU text tower only: open_clip's model config has one `quick_gelu`
+      for both towers, and with it its own ViT would run QuickGELU where our timm trunk runs GELU,
+      so no plain open_clip model computes a QuickGELU text tower beside this layout; such an
+      export is refused (train with `model.quick_gelu=false`, or export the trunk with `timm`).
 
-    `vision_tower="auto"` (default) picks "timm" where it is exact, else "native"; asking for
-    "timm" where it is impossible raises a ValueError that says why. The decoder is not exported.
+    `vision_tower="auto"` (default) picks "timm" where it is exact, else "native"; asking for a
+    layout where it is impossible raises a ValueError that says why. The decoder is not exported.
 
 mae
     MAE's checkpoint layout, `{"model": trunk_state_dict}` in a plain torch file of tensors
@@ -115,13 +125,22 @@ def timm_pretrained_cfg(model) -> dict:
     """timm's description of the evaluation preprocessing: the same as ours (rils.eval.models):
     bicubic resize of the short side to the input size, centre crop of that size, CLIP's mean/std."""
     size = model.image_size
+    # first_conv and classifier are timm ViT's names: its pretrained loading drops the classifier when
+    # asked for num_classes=K (fine-tuning) and adapts the first conv to other channel counts
     return {"input_size": [3, size, size], "mean": list(model.image_mean), "std": list(model.image_std),
-            "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0}
+            "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0,
+            "first_conv": "patch_embed.proj", "classifier": "head"}
 
 
 def timm_metadata(model) -> dict:
     return {"format": FORMAT_TIMM, "timm_model_name": model.timm_model_name,
-            "timm_kwargs": json.dumps(model.timm_kwargs, sort_keys=True),
+            # pretrained_cfg in the kwargs replaces the timm name's (224 px, ImageNet's weights), so
+            # `create_model(name, **kwargs)` then `resolve_data_config({}, model=m)` gives our input
+            # size and normalisation, and `pretrained=True` fetches nothing (it takes
+            # `pretrained_cfg_overlay=dict(file=...)`); an explicit `pretrained_cfg_overlay` still
+            # applies on top of it, as the older exports documented.
+            "timm_kwargs": json.dumps({**model.timm_kwargs, "pretrained_cfg": timm_pretrained_cfg(model)},
+                                      sort_keys=True),
             "pretrained_cfg": json.dumps(timm_pretrained_cfg(model), sort_keys=True),
             "rils_preset": json.dumps(model.preset.to_dict(), sort_keys=True),
             "rils_version": __version__}
@@ -145,15 +164,22 @@ def export_timm(model_or_path, out, *, verify: bool = True) -> dict:
 
 
 def verify_timm(model, path) -> dict:
-    """Build the trunk with timm from the file alone (strict load) and compare forward_features."""
+    """Build the trunk with timm from the file alone, as the module docstring shows (timm's own loading
+    of a local file, strict), check that timm's data config is the model's preprocessing, and compare
+    forward_features."""
     import timm
-    from safetensors.torch import load_file
 
     meta = safetensors_metadata(Path(path))
-    trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **json.loads(meta["timm_kwargs"]),
-                              pretrained_cfg_overlay=json.loads(meta.get("pretrained_cfg", "{}")))
-    trunk.load_state_dict(load_file(str(path)), strict=True)
+    trunk = timm.create_model(meta["timm_model_name"], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                              **json.loads(meta["timm_kwargs"]))
     trunk.eval()
+    want, got = timm_pretrained_cfg(model), timm.data.resolve_data_config({}, model=trunk)
+    same = lambda a, b: tuple(a) == tuple(b) if isinstance(a, (list, tuple)) else a == b  # noqa: E731
+    wrong = [k for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+             if not same(want[k], got.get(k))]
+    if wrong:   # a timm that ignored the kwargs' pretrained_cfg would hand users a wrong transform
+        raise RuntimeError(f"timm export {path}: timm's resolve_data_config gives "
+                           + ", ".join(f"{k}={got.get(k)} (the model's: {want[k]})" for k in wrong))
     images = _peer_inputs(model)
     with torch.no_grad():
         diff = _max_diff(trunk.forward_features(images), model.forward_features(images))
@@ -198,16 +224,28 @@ def timm_tower_check(preset: Preset) -> str | None:
     return None
 
 
+def native_tower_check(preset: Preset) -> str | None:
+    """None when open_clip's own ViT beside our text tower computes our model, else the reason."""
+    if preset.quick_gelu:
+        return ("open_clip's model config has one quick_gelu for both towers, so its own ViT would run "
+                "QuickGELU where our timm trunk runs GELU; a QuickGELU text tower exports to open_clip only "
+                "beside the 'timm' layout (presets at timm's defaults: vit_b16, vit_l16, vit_s16, vit_ti16); "
+                "train with model.quick_gelu=false to export this preset, or export the trunk with --format timm")
+    return None
+
+
 def resolve_vision_tower(preset: Preset, vision_tower: str = "auto") -> str:
     if vision_tower not in VISION_TOWERS:
         raise ValueError(f"vision_tower must be one of {', '.join(VISION_TOWERS)}, not {vision_tower!r}")
-    if vision_tower == "native":
-        return "native"
-    reason = timm_tower_check(preset)
-    if reason is None:
-        return "timm"
-    if vision_tower == "timm":
-        raise ValueError(f"cannot export preset {preset.name!r} with open_clip's TimmModel: {reason}")
+    if vision_tower != "native":
+        reason = timm_tower_check(preset)
+        if reason is None:
+            return "timm"
+        if vision_tower == "timm":
+            raise ValueError(f"cannot export preset {preset.name!r} with open_clip's TimmModel: {reason}")
+    reason = native_tower_check(preset)
+    if reason is not None:
+        raise ValueError(f"cannot export preset {preset.name!r} with open_clip's own ViT: {reason}")
     return "native"
 
 
@@ -229,7 +267,8 @@ def open_clip_config(model, tower: str) -> dict:
 
     p = model.preset
     return {
-        "model_cfg": {"embed_dim": p.embed_dim, "custom_text": True, "quick_gelu": False,
+        # timm's trunk ignores quick_gelu; open_clip's own ViT is only written beside GELU (native_tower_check)
+        "model_cfg": {"embed_dim": p.embed_dim, "custom_text": True, "quick_gelu": p.quick_gelu,
                       "vision_cfg": open_clip_vision_cfg(p, tower), "text_cfg": text_cfg(p)},
         "preprocess_cfg": {"size": p.image_size, "mode": "RGB", "mean": list(model.image_mean),
                            "std": list(model.image_std), "interpolation": "bicubic",
@@ -246,8 +285,9 @@ def export_open_clip(model_or_path, out_dir, *, vision_tower: str = "auto", veri
 
     model = _as_model(model_or_path).float().eval()
     if model.text is None or not hasattr(model.visual.head, "proj"):
-        raise ValueError("an open_clip export needs the text tower and the image projection θ; this model "
-                         "was pre-trained without text (export it with --format timm)")
+        raise ValueError(f"an open_clip export needs the text tower and the image projection θ; this model lacks them "
+                         f"({getattr(model, 'missing_parts_reason', 'it was pre-trained without text')}); "
+                         f"export its trunk with --format timm")
     tower = resolve_vision_tower(model.preset, vision_tower)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

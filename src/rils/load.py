@@ -13,7 +13,7 @@ from .factory import create_model
 from .formats import (FORMAT_OPEN_CLIP, FORMAT_TIMM, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
                       from_open_clip_state_dict, preset_from, safetensors_metadata)
 from .model.dual_encoder import DualEncoder
-from .presets import Preset
+from .presets import preset_from_record
 
 
 class VisionOnlyWarning(UserWarning):
@@ -44,7 +44,7 @@ def _load_safetensors(path: Path, map_location="cpu") -> dict:
 def load_checkpoint_model(path, map_location="cpu") -> DualEncoder:
     """The dual encoder of a training checkpoint, with the method's parts and `method_options`."""
     ckpt = load_checkpoint(path, map_location)
-    model = create_model(Preset(**ckpt["preset"]), method=ckpt["method"])
+    model = create_model(preset_from_record(ckpt["preset"]), method=ckpt["method"])
     model.load_state_dict(model_state(ckpt), strict=True)
     model.method_options = dict(ckpt.get("method_options") or {})
     return model.eval()
@@ -61,6 +61,10 @@ def load_timm_export(path, map_location="cpu"):
     model = DualEncoder(preset, text=False, decoder=None, projection=False)
     model.visual.trunk.load_state_dict(_load_safetensors(path, map_location), strict=True)
     model.method_options = {}
+    # encode_image's error would otherwise blame pre-training ("without text"): a RILS or CLIP run's
+    # trunk exported for timm has lost θ and the text tower in the export, not in training
+    model.missing_parts_reason = (f"{path} is a timm export, which holds the vision trunk only; for image-text "
+                                  f"embeddings load the training checkpoint or an open_clip export")
     warnings.warn(f"{path} is a timm export and holds the vision trunk only: loaded a vision-only model "
                   f"(forward_features works; no projection θ, no text tower, so no encode_image / "
                   f"encode_text)", VisionOnlyWarning, stacklevel=4)
@@ -91,17 +95,26 @@ def load_open_clip_export(path, map_location="cpu"):
     return model.eval()
 
 
+def run_checkpoint(path) -> Path:
+    """A run folder (`runs/NAME`, holding checkpoints/latest.pt) stands for its latest checkpoint;
+    any other path is itself."""
+    p = Path(path)
+    latest = p / "checkpoints" / "latest.pt"
+    return latest if p.is_dir() and latest.is_file() else p
+
+
 def load_model(path, map_location="cpu"):
     """Load a training checkpoint, a timm export or an open_clip export into our dual encoder.
 
-    Dispatch: a folder or `local-dir:` spec is an open_clip export; a safetensors file is a timm
+    Dispatch: a run folder is its checkpoints/latest.pt; another folder or `local-dir:` spec is an
+    open_clip export; a safetensors file is a timm
     export (by its metadata) or the weights of an open_clip export folder; anything else goes to
     `load_checkpoint_model` (`torch.load(weights_only=True)`). Nothing is ever unpickled.
     """
     spec = str(path)
     if spec.startswith("local-dir:"):
         spec = spec[len("local-dir:"):]
-    p = Path(spec)
+    p = run_checkpoint(spec)
     if p.is_dir():
         return load_open_clip_export(p, map_location)
     if not p.is_file():

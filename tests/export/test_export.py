@@ -29,7 +29,8 @@ def test_timm_export_loads_strictly_and_matches(nano_model, tmp_path):
         meta = fh.metadata()
     assert meta["timm_model_name"] == nano_model.timm_model_name
     kwargs = json.loads(meta["timm_kwargs"])
-    assert kwargs == nano_model.timm_kwargs
+    # the geometry, and the preprocessing as timm's pretrained_cfg (issue 32.5: timm's data config)
+    assert kwargs == {**nano_model.timm_kwargs, "pretrained_cfg": E.timm_pretrained_cfg(nano_model)}
     trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **kwargs).eval()
     result = trunk.load_state_dict(load_file(str(path)), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -67,14 +68,21 @@ def test_open_clip_export_native_tower(nano_model, tmp_path):
 
 
 def test_open_clip_export_timm_tower():
+    """A model at the defaults (QuickGELU text) exports with `"quick_gelu": true` beside open_clip's
+    TimmModel, and plain open_clip computes its image and text features (≤ 1e-5)."""
     # vit_ti16 is timm's vit_tiny_patch16_224 at its defaults, so open_clip's TimmModel is exact.
     model = perturbed("vit_ti16", method="clip")
+    assert model.preset.quick_gelu
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         info = E.export_open_clip(model, d, verify=False)
         assert info["vision_tower"] == "timm"
+        config = json.loads((pathlib.Path(d) / E.OPEN_CLIP_CONFIG).read_text())
+        assert config["model_cfg"]["quick_gelu"] is True and config["rils"]["preset"]["quick_gelu"] is True
         peer = _compare_open_clip(model, d)
         assert type(peer.visual).__name__ == "TimmModel"
+        assert {type(b.mlp.gelu).__name__ for b in peer.text.transformer.resblocks} == {"QuickGELU"}
+        assert rils.load_model(d).preset.quick_gelu is True
         # the same names one to one: no key surgery
         assert set(load_file(f"{d}/open_clip_model.safetensors")) == set(model.state_dict())
 
@@ -84,6 +92,24 @@ def test_timm_tower_refused_where_impossible(nano_model, tmp_path):
         E.export_open_clip(nano_model, tmp_path / "oc", vision_tower="timm")
     assert E.timm_tower_check(rils.get_preset("vit_b16")) is None
     assert E.timm_tower_check(rils.get_preset("vit_ti8_64")) is not None
+
+
+def test_native_tower_needs_a_gelu_text_tower(nano_model, tmp_path):
+    """open_clip's one quick_gelu flag would turn its own ViT to QuickGELU too, so a QuickGELU model of a
+    preset that needs that layout is refused with a one-line reason (no file written); the GELU model
+    exports with `"quick_gelu": false`, its activation recorded."""
+    quick = perturbed("vit_nano8_32", method="clip")
+    for tower in ("auto", "native"):
+        with pytest.raises(ValueError, match=r"vit_nano8_32.*one quick_gelu for both towers.*model.quick_gelu=false") as e:
+            E.export_open_clip(quick, tmp_path / "oc", vision_tower=tower)
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "oc").exists()
+    with pytest.raises(ValueError, match="one quick_gelu"):
+        E.resolve_vision_tower(rils.get_preset("vit_b16"), "native")   # the timm layout is there for it
+    E.export_open_clip(nano_model, tmp_path / "oc", verify=False)
+    config = json.loads((tmp_path / "oc" / E.OPEN_CLIP_CONFIG).read_text())
+    assert config["model_cfg"]["quick_gelu"] is False and config["rils"]["preset"]["quick_gelu"] is False
+    assert rils.load_model(tmp_path / "oc").preset.quick_gelu is False
 
 
 def test_open_clip_export_needs_text(tmp_path):

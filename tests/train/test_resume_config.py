@@ -74,3 +74,17 @@ def test_an_unknown_override_key_is_a_config_error():
     """A typo in resume_override names the key."""
     with pytest.raises(ConfigError, match="resume_override: unknown config key 'train.lrr'"):
         load_config("demo", [*SMALL, "resume_override=[train.lrr]"])
+
+
+def test_a_run_older_than_model_quick_gelu_resumes_as_the_gelu_run_it_was():
+    """A checkpoint's config without `model.quick_gelu` was trained with a GELU text tower: resuming it
+    under today's QuickGELU default is refused naming the key (the weights would compute another
+    function), and `model.quick_gelu=false` resumes it as it was."""
+    from rils.train.resume_check import check_resume
+
+    old = load_config("demo", SMALL).to_dict()
+    del old["model"]["quick_gelu"]
+    with pytest.raises(ConfigError, match=r"model\.quick_gelu: False -> True.*resume_override=\[model\.quick_gelu\]"):
+        check_resume(old, load_config("demo", SMALL).to_dict(), old_world=1, world=1, overrides=[])
+    same = load_config("demo", [*SMALL, "model.quick_gelu=false"]).to_dict()
+    assert check_resume(old, same, old_world=1, world=1, overrides=[]) == ({}, {})

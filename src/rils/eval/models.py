@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from ..factory import get_tokenizer
-from ..load import load_model
+from ..load import load_model, run_checkpoint
 from ..methods.base import MethodOptions
 from ..precision import resolve_device
 
@@ -95,6 +95,7 @@ def _load_open_clip(spec: str, device) -> LoadedModel:
 def _load_rils(path: str, device) -> LoadedModel:
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = str(run_checkpoint(path))   # `--checkpoint runs/NAME`: that run's latest checkpoint
     model = load_model(path).to(device).eval()
     tokenizer = get_tokenizer(model.context_length) if getattr(model, "text", True) is not None else None
     transform = eval_transform(model.image_size, model.image_mean, model.image_std)
@@ -146,8 +147,8 @@ def patch_tokens_projected(model, images: torch.Tensor) -> torch.Tensor:
     visual = getattr(model, "visual", None)
     if has_patch_tokens(model) and callable(getattr(visual, "project", None)):
         if not hasattr(getattr(visual, "head", None), "proj"):
-            raise ValueError("this model has no image projection θ (pre-trained without text): "
-                             "it has no language space")
+            why = getattr(model, "missing_parts_reason", "it was pre-trained without text")   # a timm export says so
+            raise ValueError(f"this model has no image projection θ ({why}): it has no language space")
         tokens = model.forward_features(images)
         return visual.project(tokens[:, num_prefix_tokens(visual.trunk):])
     trunk = getattr(visual, "trunk", None)

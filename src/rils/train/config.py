@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from ..methods.base import MethodOptions
+from ..methods.base import CONTRASTIVE_GATHERS, MethodOptions
+from ..presets import Preset
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -53,6 +54,7 @@ class ModelConfig:
     lock_image_unlocked_groups: int = 0  # with lock_image: the last N trunk blocks (and the final norm, N >= 1) stay trainable
     lock_text: bool = False       # freeze the text tower (the logit scale stays trainable)
     teacher: str = ""             # clip_target_mim: the frozen CLIP-style run (checkpoint or export) whose image features are the targets
+    quick_gelu: bool = Preset.quick_gelu  # text tower activation: QuickGELU (OpenAI CLIP's, the authors'); false: open_clip's GELU, as runs before this key
 
 
 @dataclass
@@ -62,7 +64,7 @@ class DataConfig:
     num_samples: int = 0          # epoch size; 0 = count it (shards) or use all (others)
     resampled: bool = False       # shards drawn with replacement (multi-node runs)
     shuffle_buffer: int = 1000    # sample shuffle buffer per worker (shards)
-    workers: int = 2              # data loader processes per rank
+    workers: int = 2              # data loader processes per rank; a recipe's value (paper_b16: 8) or this default is capped at this machine's CPUs shared by its ranks; data.workers=N on the command line is used as given
     min_crop_scale: float = 0.5   # random resized crop scale range (min, 1)
     unique_captions: bool = False  # csv/folder: no two samples of an accumulated global batch share a caption (duplicates wait for a later batch)
     demo_one_color: bool = False  # demo source: every shape of an image in the dominant one's colour
@@ -81,6 +83,7 @@ class TrainConfig:
     lr: float = 5e-4              # at `lr_base_batch`, linearly scaled to the global batch
     lr_base_batch: int = 4096     # the global batch at which `lr` is given
     min_lr: float = 0.0           # end of the cosine
+    warmup_start_lr: float = 0.0  # lr of the first warm-up step (SLIP's --lr-start); 0: the ramp starts one step before the first, so no step runs at lr 0
     warmup_epochs: float = 1.0    # linear warm-up
     warmup_steps: int = 0         # if > 0, overrides warmup_epochs
     weight_decay: float = 0.5     # AdamW; none on 1-D parameters and each method's no_weight_decay()
@@ -286,8 +289,13 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
         alias = _method_alias(recipe) if path.parent == CONFIG_DIR and path.stem == PAPER_RECIPE else None
         if alias:
             _apply(cfg, alias)
+    given = set()
     for item in overrides:
-        _apply(cfg, _parse_override(item))
+        parsed = _parse_override(item)
+        _apply(cfg, parsed)
+        given |= _flat_keys(parsed)
+    if "data.workers" not in given:   # a value typed on the command line is the user's: used as given
+        cfg.data.workers = machine_workers(cfg.data.workers)
     if recipe in TWO_STAGE and not cfg.resume:
         first, _, key = TWO_STAGE[recipe]
         if not eval_key(cfg, key):
@@ -295,6 +303,38 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> Config:
                               f"checkpoint (e.g. {key}=runs/{first}/checkpoints/latest.pt)")
     validate(cfg)
     return cfg
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    """Every dotted key an override sets ({"data": {"workers": 8}} -> data, data.workers)."""
+    keys = set()
+    for k, v in tree.items():
+        keys.add(f"{prefix}{k}")
+        if isinstance(v, dict):
+            keys |= _flat_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on, counted as PyTorch's DataLoader counts them when it warns
+    about too many workers (the affinity mask where the OS has one)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def machine_workers(requested: int) -> int:
+    """A recipe's (or the default) `data.workers` on this machine: at most its CPUs shared by the ranks
+    torchrun starts on it (LOCAL_WORLD_SIZE). paper_b16's 8 suits a GPU node; on a 2-core machine it
+    made the DataLoader warn on every run and the workers wait for cores the training step needs."""
+    import os
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        ranks = 1
+    return min(requested, max(1, available_cpus() // ranks))
 
 
 def validate(cfg: Config) -> None:
@@ -316,6 +356,7 @@ def validate(cfg: Config) -> None:
         ("train.max_steps", cfg.train.max_steps >= 0, "must be >= 0"),
         ("train.lr", cfg.train.lr > 0, "must be > 0"),
         ("train.weight_decay", cfg.train.weight_decay >= 0, "must be >= 0"),
+        ("train.warmup_start_lr", cfg.train.warmup_start_lr >= 0, "must be >= 0"),
         ("train.checkpoint_every", cfg.train.checkpoint_every >= 1, "must be >= 1"),
         ("train.max_bad_steps", cfg.train.max_bad_steps >= 1, "must be >= 1"),
         ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
@@ -330,6 +371,8 @@ def validate(cfg: Config) -> None:
         ("loss.tau_target", cfg.loss.tau_target > 0, "must be > 0"),
         ("loss.tau_pred", cfg.loss.tau_pred > 0, "must be > 0"),
         ("loss.num_prototypes", cfg.loss.num_prototypes >= 1, "must be >= 1"),
+        ("loss.contrastive_gather", cfg.loss.contrastive_gather in CONTRASTIVE_GATHERS,
+         f"must be {' or '.join(CONTRASTIVE_GATHERS)}"),
         ("resume", cfg.resume in ("", "latest") or _is_file(cfg.resume), "must be '', 'latest' or a checkpoint file"),
         ("init_from", not cfg.init_from or _exists(cfg.init_from.removeprefix("local-dir:")),
          "must be '' or an existing checkpoint, timm .safetensors export or open_clip export folder"),

@@ -25,7 +25,7 @@ from .config import Config, ConfigError, dump_config
 from .resume_check import WORLD_SIZE, append_history, check_resume, describe
 from .data import build_train_data, epoch_batches
 from .init_from import init_from, load_teacher, lock_towers
-from .metrics import MetricsLog, _json_record
+from .metrics import MetricsLog, _json_record, wandb_login_problem
 from .optim import adamw, param_groups, warmup_cosine
 from .progress import Progress, estimate_step_flops
 from .step import compile_for_training, data_parallel, log_record, train_step
@@ -222,10 +222,62 @@ def train(cfg: Config) -> Path:
     """Pre-train as `cfg` says; returns the path of the final checkpoint (latest.pt).
 
     Raises ConfigError (the CLI: exit 2) for a run folder that cannot be made or already holds a run
-    (without `resume` or `overwrite`), data that cannot be opened or is too small for a step, or a bad
-    `resume=PATH`; RunAborted (exit 1, one line) when `train.max_bad_steps` steps in a row have a
+    (without `resume` or `overwrite`), data that cannot be opened or is too small for a step, a bad
+    `resume=PATH` or `init_from`, or `logging.wandb=true` with neither a W&B API key nor offline mode;
+    RunAborted (exit 1, one line) when `train.max_bad_steps` steps in a row have a
     non-finite loss or gradient, when a checkpoint cannot be written, or when the data stream runs
-    dry; KeyboardInterrupt after saving on Ctrl-C, RunTerminated (exit 143) after saving on SIGTERM."""
+    dry; KeyboardInterrupt after saving on Ctrl-C, RunTerminated (exit 143) after saving on SIGTERM.
+
+    Bad input leaves no half-made run folder behind: what this start made before the refusal (the
+    folder, `checkpoints/`, `config.yaml`) is removed again, and a config.yaml it overwrote (of a run
+    stopped before its first step) gets its bytes back; nothing else that was there is touched."""
+    made: list[tuple[Path, bytes | None]] = []
+    try:
+        return _train(cfg, made)
+    except (ConfigError, KeyboardInterrupt):   # Ctrl-C while the data is counted is no run either
+        remove_made(made)
+        raise
+
+
+def remove_made(made: list[tuple[Path, bytes | None]]) -> None:
+    """Take back what a refused start made, in order, each (path, the bytes it held before or None):
+    files it overwrote get their bytes back, files it created go, then folders it created, and only if
+    they are empty (rmdir, never a recursive delete), so nothing of an earlier run can go."""
+    for path, before in made:
+        try:
+            if before is not None:
+                path.write_bytes(before)
+            elif path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _file_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() else None
+    except OSError:
+        return None
+
+
+def schedule_warnings(*, lr: float, warmup: int, total_steps: int, global_batch: int, train_cfg) -> list[str]:
+    """One-line warnings for a schedule that cannot learn: the paper recipe (lr 5e-4 at batch 4096,
+    one epoch of warm-up) run for a few dozen steps at batch 32 scales lr to 3.9e-6 and never leaves
+    its warm-up, and learns nothing while looking healthy. Each names the key that fixes it."""
+    out = []
+    if warmup >= total_steps:
+        out.append(f"warning: the warm-up ({warmup} steps) does not end before the run ({total_steps} steps) does, so "
+                   f"the lr never reaches its peak; set train.warmup_steps={max(1, total_steps // 10)} (10% of the run)")
+    if lr < 1e-5:
+        out.append(f"warning: lr {lr:.2g} (train.lr {train_cfg.lr:g} x global batch {global_batch} / "
+                   f"train.lr_base_batch {train_cfg.lr_base_batch}) is too small to learn much; set "
+                   f"train.lr_base_batch={global_batch} to train at train.lr {train_cfg.lr:g}, or raise train.lr")
+    return out
+
+
+def _train(cfg: Config, made: list[tuple[Path, bytes | None]]) -> Path:
     device = setup_distributed(cfg)
     rank, world = D.rank(), D.world_size()
     is_main = rank == 0
@@ -235,6 +287,10 @@ def train(cfg: Config) -> Path:
         precision, why = resolve_precision(cfg.train.precision, device)
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
+    # Before anything is made: wandb.init would fail only once the folder exists (every rank checks,
+    # so they all stop alike, as for the checks below).
+    if cfg.logging.wandb and (problem := wandb_login_problem()):
+        raise ConfigError(problem)
     claim_output_dir(cfg, out, is_main, log)
     found = find_resume(cfg, ckpt_dir, log)
     ckpt = found[0] if found else None
@@ -243,6 +299,14 @@ def train(cfg: Config) -> Path:
                                        overrides=cfg.resume_override)
     if is_main:
         try:
+            # What this start makes, deepest first, for train() to take back if bad input (data,
+            # init_from, the teacher) is found before the first step; an existing folder is never listed.
+            made += [(p, None) for p in (ckpt_dir, out, *out.parents) if not p.exists() and not p.is_symlink()]
+            config_file = out / "config.yaml"
+            if ckpt is None and not config_file.exists() and not config_file.is_symlink():
+                made.insert(0, (config_file, None))
+            elif ckpt is None and (before := _file_bytes(config_file)) is not None:   # unreadable: left alone
+                made.insert(0, (config_file, before))
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is None:   # config.yaml is the run's original: a resume never rewrites it
                 dump_config(cfg, out / "config.yaml", header=f"train.precision={cfg.train.precision} ran as "
@@ -257,7 +321,8 @@ def train(cfg: Config) -> Path:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = create_model(cfg.model.preset, cfg.method, drop_path_rate=cfg.model.drop_path)
+    model = create_model(cfg.model.preset, cfg.method, drop_path_rate=cfg.model.drop_path,
+                         quick_gelu=cfg.model.quick_gelu)
     method = create_method(cfg.method, model, cfg.loss)
     if cfg.model.grad_checkpointing or cfg.model.masked_grad_checkpointing:
         model.set_grad_checkpointing(cfg.model.grad_checkpointing, masked=True)
@@ -282,12 +347,16 @@ def train(cfg: Config) -> Path:
     warmup = cfg.train.warmup_steps or round(cfg.train.warmup_epochs * steps_per_epoch)
     optimizer = adamw(param_groups(method, cfg.train.weight_decay), lr=lr,
                       betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, lr, cfg.train.min_lr))
+    schedule = warmup_cosine(warmup, total_steps, lr, cfg.train.min_lr, cfg.train.warmup_start_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     log(f"{cfg.method} on {cfg.model.preset}, {device}, precision {precision} ({why}): {total_steps} steps, "
         f"{steps_per_epoch}/epoch, global batch {global_batch} ({world} rank(s) x {B} x {A} accumulation), lr {lr:.3g}")
     if precision == "bf16" and "emulated" in why:
         log("warning: bf16 is emulated on this CPU: expect ~50x slower matmuls; use train.precision=auto")
+    for warning in schedule_warnings(lr=lr, warmup=warmup, total_steps=total_steps, global_batch=global_batch,
+                                     train_cfg=cfg.train):
+        log(warning)
     # Counters that a checkpoint carries: skipped samples (run and current epoch), skipped steps.
     start_step, skipped_total, epoch_skipped, skipped_steps = 0, Counter(), Counter(), 0
     last_saved = None   # (path, step) of the newest checkpoint known good, for error messages
@@ -326,6 +395,7 @@ def train(cfg: Config) -> Path:
     if locked:
         log(f"locked (frozen, no optimiser state): {', '.join(locked)}")
     metrics = MetricsLog(out, start_step if ckpt is not None else None, is_main, cfg.logging, cfg.to_dict())
+    made.clear()   # the run has begun: the folder is its own now, and a Ctrl-C from here on saves it
 
     net = data_parallel(method, device) if world > 1 else method
     forward = compile_for_training(net, device, cfg.train.compile_mode) if cfg.train.compile else net

@@ -16,14 +16,22 @@ from pathlib import Path
 
 import yaml
 
+from ..presets import BEFORE_THE_FIELD
+
 # Keys that may change on resume without an override: where things are written and how often,
 # how the data is loaded, how long the run goes on, and the numerics of the same computation.
 HARMLESS = ("logging.", "output_dir", "overwrite", "init_from", "train.max_steps",
             "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.max_bad_steps",
             "train.device", "train.precision", "train.compile", "train.compile_mode",
             "data.workers", "data.shuffle_buffer", "model.grad_checkpointing",
-            "model.masked_grad_checkpointing")
+            "model.masked_grad_checkpointing",
+            # the teacher's weights are in the checkpoint: a resume needs no teacher path
+            "model.teacher")
 _HOW_TO_RESUME = ("resume", "resume_override")   # say how this start happens, not what the run is
+# Keys added after runs were made whose default is not what those runs did (the preset fields set as
+# model.* keys, such as model.quick_gelu): a checkpoint whose config lacks one ran with the value here,
+# so a resume compares against it instead of silently taking the new default.
+BEFORE_THE_KEY = {f"model.{k}": v for k, v in BEFORE_THE_FIELD.items()}
 WORLD_SIZE = "world_size"   # not a config key: the checkpoint records it beside the config
 
 
@@ -42,8 +50,9 @@ def _harmless(key: str) -> bool:
 
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
-    """{key: (checkpoint's value, new value)} for every leaf key both hold that differs."""
-    old, new = _flat(old), _flat(new)
+    """{key: (checkpoint's value, new value)} for every leaf key both hold that differs (a key of
+    BEFORE_THE_KEY that the checkpoint lacks holds the value it had in effect)."""
+    old, new = {**BEFORE_THE_KEY, **_flat(old)}, _flat(new)
     return {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v and k not in _HOW_TO_RESUME}
 
 
