@@ -1,5 +1,6 @@
-"""The `rils` command as a new user meets it: a quick --help and presets (torch not imported), a
-pretrain --help that lists the recipes and every config key, recipe names that win over folders."""
+"""The `rils` command as a new user meets it: a quick --help of every command and presets (torch not
+imported), a pretrain --help that lists the recipes and every config key, recipe names that win over
+folders."""
 import subprocess
 import sys
 
@@ -19,6 +20,51 @@ def _imports_torch(*args) -> bool:
 @pytest.mark.parametrize("args", [["--help"], ["presets"]])
 def test_help_and_presets_do_not_import_torch(args):
     assert not _imports_torch(*args)
+
+
+def _subcommands(parser, prefix=()):
+    """Every command path of an argparse parser (("eval", "zeroshot"), ("data", "prepare"), ...)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def _every_command():
+    from rils.cli import COMMANDS, build_parser
+
+    paths = set()
+    for command in COMMANDS:   # build_parser gives only the named command its arguments and sub-commands
+        paths |= {p for p in _subcommands(build_parser(command)) if p[0] == command}
+    return sorted(paths)
+
+
+HEAVY = ("torch", "torchvision", "timm", "open_clip")
+
+
+def test_every_help_imports_no_torch():
+    """Issue 32.6: `rils pretrain --help`, `rils eval --help`, `rils eval zeroshot --help` took ~3 s
+    importing torch while `rils --help` took 0.02 s. Every command and sub-command (each protocol,
+    segment and detect included, `rils data shards-to-csv`, `rils viz curves`, ...) now prints its help
+    and exits 0 from `python -m rils ... --help` without importing torch, torchvision, timm or open_clip
+    (what makes help take seconds)."""
+    paths = _every_command()
+    assert {("pretrain",), ("eval", "zeroshot"), ("eval", "segment"), ("eval", "detect"), ("eval", "suite"),
+            ("export",), ("viz", "semantic-map"), ("data", "shards-to-csv"), ("bench",)} <= set(paths)
+    heavy = {}
+    for path in paths:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "rils", *path, "--help"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage: rils" in proc.stdout, (path, proc.stderr[-2000:])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        found = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+        if found:
+            heavy[" ".join(path)] = found[:3]
+    assert not heavy, f"--help imports heavy modules: {heavy}"
 
 
 def test_presets_show_the_real_geometry(capsys):

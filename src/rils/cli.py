@@ -120,7 +120,7 @@ def _add_demo(sub, help):
 
 def _add_bench(sub, help):
     from .precision import PRECISIONS
-    from .train.step import COMPILE_MODES
+    from .train.config import COMPILE_MODES
     p = sub.add_parser("bench", help=help)
     p.add_argument("--preset", default="vit_ti8_64", help="model preset (rils presets lists them)")
     p.add_argument("--methods", nargs="+", default=["clip", "rils"], help="methods to time")
@@ -183,10 +183,11 @@ def _add_data(sub, help):
 COMMANDS = {
     "pretrain": ("pre-train a model (works under torchrun)", _add_pretrain),
     "demo": ("pre-train RILS on the demo corpus, evaluate it, print a table", _add_demo),
-    "eval": ("evaluate a checkpoint: zeroshot, retrieval, linear, fewshot, finetune, patchseg, suite", _add_eval),
+    "eval": ("evaluate a checkpoint: zeroshot, retrieval, linear, fewshot, finetune, patchseg, segment, "
+             "detect, suite", _add_eval),
     "export": ("export a checkpoint for timm (vision trunk) or open_clip (whole dual encoder)", _add_export),
     "viz": ("draw semantic maps or training curves", _add_viz),
-    "data": ("dataset tools: prepare shards from installed datasets", _add_data),
+    "data": ("dataset tools: shards from installed datasets (prepare), shards to a CSV (shards-to-csv)", _add_data),
     "bench": ("train-step throughput, memory and FLOPs, side by side with open_clip", _add_bench),
     "presets": ("list the model presets", _add_presets),
 }

@@ -82,15 +82,17 @@ import json
 import os
 import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .checkpoint import default_file_mode, save_atomic
 from .formats import (FORMAT_OPEN_CLIP, FORMAT_TIMM, LN_EPS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
                       safetensors_metadata, to_open_clip_state_dict)
-from .load import VisionOnlyWarning, load_model
 from .presets import Preset
+
+if TYPE_CHECKING:
+    import torch
+# torch, and .checkpoint and .load that import it, are imported in the functions that use them:
+# `rils export --help` (this module's parser and docstring) must not wait for torch.
 
 VISION_TOWERS = ("auto", "timm", "native")
 _TOLERANCE = 1e-4  # verification bound (fp32); observed differences are ~1e-6
@@ -99,6 +101,10 @@ _TOLERANCE = 1e-4  # verification bound (fp32); observed differences are ~1e-6
 # ------------------------------------------------------------------------------------------ helpers
 
 def _as_model(model_or_path, map_location="cpu"):
+    import torch
+
+    from .load import load_model
+
     if isinstance(model_or_path, torch.nn.Module):
         return model_or_path
     return load_model(model_or_path, map_location)
@@ -110,6 +116,8 @@ def _tensors(state: dict) -> dict:
 
 
 def _peer_inputs(model, batch: int = 2):
+    import torch
+
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, model.image_size, model.image_size, generator=g)
     return images
@@ -151,6 +159,8 @@ def export_timm(model_or_path, out, *, verify: bool = True) -> dict:
     max abs difference of `forward_features` when `verify`)."""
     from safetensors.torch import save_file
 
+    from .checkpoint import default_file_mode
+
     model = _as_model(model_or_path).float().eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +178,7 @@ def verify_timm(model, path) -> dict:
     of a local file, strict), check that timm's data config is the model's preprocessing, and compare
     forward_features."""
     import timm
+    import torch
 
     meta = safetensors_metadata(Path(path))
     trunk = timm.create_model(meta["timm_model_name"], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
@@ -207,6 +218,7 @@ def timm_tower_check(preset: Preset) -> str | None:
     memory, no init cost) and compared module by module: types, hyper-parameters, shapes.
     """
     import timm
+    import torch
 
     with torch.device("meta"):
         theirs = timm.create_model(preset.timm_model_name, pretrained=False)
@@ -283,6 +295,8 @@ def export_open_clip(model_or_path, out_dir, *, vision_tower: str = "auto", veri
     """Write DIR/open_clip_config.json and DIR/open_clip_model.safetensors; returns a summary."""
     from safetensors.torch import save_file
 
+    from .checkpoint import default_file_mode
+
     model = _as_model(model_or_path).float().eval()
     if model.text is None or not hasattr(model.visual.head, "proj"):
         raise ValueError(f"an open_clip export needs the text tower and the image projection θ; this model lacks them "
@@ -310,6 +324,7 @@ def export_open_clip(model_or_path, out_dir, *, vision_tower: str = "auto", veri
 def verify_open_clip(model, out_dir, texts=("a red circle", "a blue square on a light background")) -> dict:
     """Build the model with plain open_clip from the folder and compare both encoders and the tokens."""
     import open_clip
+    import torch
 
     from .model.text import get_tokenizer
 
@@ -335,6 +350,8 @@ def verify_open_clip(model, out_dir, texts=("a red circle", "a blue square on a 
 
 def export_mae(model_or_path, out, *, verify: bool = True) -> dict:
     """Write `{"model": trunk_state_dict}` (MAE's checkpoint layout) atomically; returns a summary."""
+    from .checkpoint import save_atomic
+
     model = _as_model(model_or_path).float().eval()
     out = Path(out)
     save_atomic({"model": _tensors(model.visual.trunk.state_dict())}, out)
@@ -349,6 +366,7 @@ def verify_mae(model, path) -> dict:
     """Read the file with torch's weights-only unpickler, load it strictly into the timm trunk (what
     MAE's ViT is) and compare forward_features."""
     import timm
+    import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     trunk = timm.create_model(model.timm_model_name, pretrained=False, **model.timm_kwargs)
@@ -383,6 +401,8 @@ def add_export_parser(subparsers, help: str) -> None:
 
 def run_export(args) -> int:
     import sys
+
+    from .load import VisionOnlyWarning, load_model
 
     try:
         with warnings.catch_warnings():

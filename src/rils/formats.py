@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from .model.pos_embed import sincos_2d
 from .presets import Preset, preset_from_record
 
 FORMAT_TIMM = "rils-timm-trunk-v1"
@@ -73,6 +72,8 @@ def to_open_clip_state_dict(model, tower: str) -> dict:
 
 def from_open_clip_state_dict(sd: dict, preset: Preset, tower: str) -> dict:
     """Inverse of `to_open_clip_state_dict` (dual-encoder names, no decoder)."""
+    from .model.pos_embed import sincos_2d   # here: the constants above are read by `rils export --help`
+
     if tower == "timm":
         return dict(sd)
     sd = dict(sd)

@@ -24,11 +24,14 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .precision import PRECISIONS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+# numpy and torch are imported where they are used: `rils viz --help` must not wait for torch.
 
 CURVE_GROUPS = (
     ("loss", ("loss", "clip_loss", "recon_loss", "pixel_loss", "ssl_loss")),
@@ -82,6 +85,8 @@ def load_image(spec: str):
 
 def _model_view(model, image) -> tuple[torch.Tensor, np.ndarray]:
     """(normalised input [1, 3, S, S], the same pixels as uint8 [S, S, 3])."""
+    import torch
+
     from .eval.models import eval_transform
 
     x = eval_transform(model.image_size, model.image_mean, model.image_std)(image).unsqueeze(0)
@@ -119,6 +124,8 @@ def semantic_map(model, image, texts: list[str], *, tau: float | None = None, to
 
 def _patch_probabilities(model, image, protos, tau: float, device, precision: str):
     """([C, h, w] p over the prototypes for the image, the image as the model sees it, uint8)."""
+    import torch
+
     from .eval.patchseg import patch_probabilities
     from .precision import autocast
 
@@ -173,24 +180,48 @@ def _draw_semantic_map(r: SemanticMap, *, alpha: float, interpolation: str, pane
     r.figure, r.panel_axes = fig, panels
 
 
-# A text that names a colour is drawn in it; the others take shades no text names, so a legend never
-# shows "a red circle" in blue.
+# A text that names a colour is drawn in it (its first colour word), unless that colour is too light to
+# see on a white image ("white background" would look like the image itself). Every other text takes
+# the next colour of a qualitative palette (matplotlib's tab10 without its grey, then darker tab20b
+# shades, then spread-out hues) that is not close to a colour already given, so each text is distinct
+# and saturated, and none shows as the colour another text names.
 NAMED_COLORS = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f5fd6", "yellow": "#f2d21b", "purple": "#8e44ad",
                 "orange": "#ff7f0e", "pink": "#e377c2", "brown": "#8c564b", "black": "#111111", "white": "#f4f4f4",
                 "gray": "#8c8c8c", "grey": "#8c8c8c", "cyan": "#17becf"}
-_UNNAMED = ("#c7c7c7", "#5c5c5c", "#9edae5", "#dbdb8d", "#c49c94", "#393b79", "#637939", "#843c39", "#7b4173",
-            "#a6cee3")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+_CLOSE = 0.25   # RGB distance (channels in [0, 1]) under which two colours read as one on the map
+
+
+def too_light(rgb) -> bool:
+    """Pale in every channel: drawn over a white image it looks like the image."""
+    return min(rgb) >= 0.75
 
 
 def text_colors(texts: list[str]) -> np.ndarray:
-    """[T, 3] RGB in [0, 1]: the colour a text names (its first colour word), else an unnamed shade."""
+    """[T, 3] RGB in [0, 1]: the colour a text names (unless too light), else the next palette colour
+    not close to one already given (see above)."""
+    import colorsys
+
+    import numpy as np
     from matplotlib.colors import to_rgb
 
-    out, spare = [], iter(_UNNAMED * (1 + len(texts) // len(_UNNAMED)))
-    for text in texts:
-        named = next((NAMED_COLORS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in NAMED_COLORS), None)
-        out.append(to_rgb(named or next(spare)))
-    return np.array(out)
+    words = [next((w for w in re.findall(r"[a-z]+", str(t).lower()) if w in NAMED_COLORS), None) for t in texts]
+    colors = [to_rgb(NAMED_COLORS[w]) if w else None for w in words]
+    colors = [None if c is None or too_light(c) else c for c in colors]
+    taken = [c for c in colors if c is not None]
+    # More texts than the palette: hues spaced by the golden ratio, saturated and mid-dark.
+    spare = [to_rgb(c) for c in PALETTE] + [colorsys.hsv_to_rgb((0.11 + 0.618034 * i) % 1.0, 0.8, 0.7)
+                                             for i in range(64)]
+    for t, c in enumerate(colors):
+        if c is None:
+            far = [x for x in spare if all(math.dist(x, y) >= _CLOSE for y in taken)]
+            c = (far or spare or [to_rgb(PALETTE[t % len(PALETTE)])])[0]   # far from all, else any unused
+            if c in spare:
+                spare.remove(c)
+            colors[t] = c
+            taken.append(c)
+    return np.array(colors)
 
 
 def semantic_map_grid(model, images: list, classes: list[str], prompts: list[list[str]], *, out=None,
@@ -320,6 +351,8 @@ def add_viz_parser(subparsers, help: str) -> None:
 
 
 def _run_semantic_map(args) -> int:
+    import torch
+
     from .load import load_model
 
     try:

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 import rils
 from rils.eval.dense.det_data import LargeScaleJitter, TrainImages, train_subset
-from rils.eval.dense.detect import PROTOCOL, coco_metrics, load_split
+from rils.eval.dense.detect import coco_metrics, load_split
+from rils.eval.protocol import DETECT as PROTOCOL
 from rils.eval.dense.vitdet import build_detector, global_blocks, samvit_state, vitdet_trunk
 
 CATS = [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}, {"id": 12, "name": "unused"}]

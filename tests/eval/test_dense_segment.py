@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from rils.eval.dense import segment
+from rils.eval.protocol import SEGMENT
 from rils.eval.dense.seg_data import (ADE20K_CLASSES, IGNORE_INDEX, load_split, rescale_size,
                                       train_pipeline)
 from rils.eval.dense.seg_heads import build_segmenter
@@ -64,7 +65,7 @@ def finetuned(ade, tiny_model, tmp_path_factory):
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)    # as conftest's _one_thread, which a module fixture runs before
-    out = segment.PROTOCOL.run(
+    out = SEGMENT.run(
         type("Loaded", (), {"model": tiny_model})(), load_split(str(ade), "val"), load_split(str(ade), "train"),
         device="cpu", precision="fp32", extract={"num_workers": 0, "progress": False, "batch_size": 64},
         steps=3, batch_size=2, image_size=48, head_channels=16, warmup_steps=1, save_predictions=str(preds),

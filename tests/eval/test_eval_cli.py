@@ -90,6 +90,45 @@ def test_suite_writes_markdown_and_json(local_dir, tmp_path, capsys):
     assert "| linear |" in capsys.readouterr().out
 
 
+def test_the_readme_suite_example_passes_the_suites_checks(tmp_path, monkeypatch):
+    """Issue 32.6: the suite's YAML schema was documented only in a docstring. The README's example (an
+    entry for every kind of protocol, segment and detect too) is accepted as the README says: every
+    entry reaches its protocol with its options, the top-level keys are every entry's defaults."""
+    import re
+    from pathlib import Path
+
+    from rils.eval import cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("**`rils eval suite -c suite.yaml`**"):]
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", block, re.S).group(1))
+    assert {e["protocol"] for e in config["evals"]} >= {"zeroshot", "linear", "segment", "detect"}
+    for entry in config["evals"]:   # the example's data, made here (the suite checks that it exists)
+        if entry["dataset"] not in ("fashion-mnist", "demo-shapes"):
+            path = tmp_path / entry["dataset"].lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("filepath,caption\n") if path.suffix == ".csv" else path.mkdir()
+            entry["dataset"] = str(path)
+    config.update(out=str(tmp_path / "results" / "rils.json"), markdown=str(tmp_path / "results" / "rils.md"))
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(config))
+    seen = []
+
+    def run_one(ns, models):   # the checks only: no model, no data read
+        seen.append(ns)
+        return {"protocol": ns.eval_protocol, "dataset": ns.dataset, "split": ns.split, "checkpoint": ns.checkpoint,
+                "model_id": "m", "metrics": {"m": 0.5}}
+
+    monkeypatch.setattr(cli, "_run_one", run_one)
+    assert main(["eval", "suite", "-c", str(tmp_path / "suite.yaml")]) == 0
+    assert [ns.eval_protocol for ns in seen] == [e["protocol"] for e in config["evals"]]
+    assert all(ns.device == "cuda" and ns.num_workers == 8 and ns.checkpoint == "runs/rils" for ns in seen)
+    by = {ns.eval_protocol: ns for ns in seen}
+    assert by["linear"].blrs == [0.01, 0.1, 1.0] and by["fewshot"].shots == [1, 5] and by["retrieval"].ks == [1, 5]
+    assert by["patchseg"].task == "color" and by["segment"].resume is True and by["segment"].work_dir == "runs/rils/seg"
+    assert by["detect"].train_fraction == 0.1 and by["detect"].epochs == 12 and by["detect"].seed == 1
+    assert json.loads((tmp_path / "results" / "rils.json").read_text())["model_id"] == "m"
+
+
 def test_suite_entry_errors_name_the_entry(local_dir, tmp_path, capsys):
     config = {"checkpoint": f"local-dir:{local_dir}",
               "evals": [{"protocol": "fewshot", "dataset": "demo-shapes", "options": {"shotz": [1]}}]}

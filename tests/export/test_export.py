@@ -15,6 +15,7 @@ import rils
 from export_helpers import images, max_diff, perturbed
 from rils import export as E
 from rils.cli import main as rils_main
+from rils.load import VisionOnlyWarning
 
 TEXTS = ["a red circle", "a blue square on a light background", "two shapes: a star and a ring"]
 
@@ -141,7 +142,7 @@ def test_load_model_round_trips_every_format(tiny_ckpt, tmp_path):
             assert max_diff(back.encode_text(tokens), model.encode_text(tokens)) < 1e-5
 
     E.export_timm(model, tmp_path / "trunk.safetensors")
-    with pytest.warns(E.VisionOnlyWarning, match="vision trunk only"):
+    with pytest.warns(VisionOnlyWarning, match="vision trunk only"):
         vis = rils.load_model(tmp_path / "trunk.safetensors")
     assert vis.text is None and vis.logit_scale is None and not hasattr(vis.visual.head, "proj")
     with torch.no_grad():

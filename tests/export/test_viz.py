@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -83,8 +84,28 @@ def test_legend_colours_follow_the_colour_words_of_the_texts():
     colors = text_colors(texts)
     assert tuple(colors[0]) == to_rgb(NAMED_COLORS["red"]) and tuple(colors[3]) == to_rgb(NAMED_COLORS["blue"])
     assert tuple(colors[1]) == to_rgb(NAMED_COLORS["orange"])
-    named = {to_rgb(c) for c in NAMED_COLORS.values()}
-    assert tuple(colors[2]) not in named and tuple(colors[4]) not in named and tuple(colors[2]) != tuple(colors[4])
+    # the others: not the colour another text names (nor close to it), and not each other's
+    for i in (2, 4):
+        assert all(np.linalg.norm(colors[i] - colors[j]) >= 0.25 for j in range(len(texts)) if j != i)
+
+
+def test_no_text_is_drawn_near_white_and_each_is_a_distinct_saturated_colour():
+    """Issue 32.6: texts that name no colour got light greys and "white background" #f4f4f4, so on a
+    white-background image the argmax map looked like the input. Now every text's colour is saturated
+    (or one it names, never near-white) and the texts' colours are far apart."""
+    import colorsys
+
+    from rils.viz import text_colors
+
+    for texts in (["white background", "a cat", "a dog"], ["background", "a circle", "a square", "a star"],
+                  ["a white circle", "a red square", "a light background", "something"], [f"class {i}" for i in range(12)]):
+        colors = text_colors(texts)
+        assert all(min(c) < 0.75 for c in colors), texts   # not pale in every channel: visible on white
+        unnamed = [c for t, c in zip(texts, colors) if "red" not in t]
+        assert all(colorsys.rgb_to_hsv(*c)[1] >= 0.35 for c in unnamed), (texts, colors)   # saturated: no greys
+        gaps = [np.linalg.norm(a - b) for i, a in enumerate(colors) for b in colors[i + 1:]]
+        assert min(gaps) >= 0.25, (texts, colors)
+    assert tuple(text_colors(["white background", "x"])[0]) != (244 / 255,) * 3
 
 
 def test_semantic_map_grid_draws_each_image_beside_its_argmax(tiny_ckpt, tmp_path):

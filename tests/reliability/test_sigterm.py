@@ -7,9 +7,13 @@ import subprocess
 import sys
 import time
 
-from rils.checkpoint import load_checkpoint
+import pytest
 
-from .helpers import TINY, env, run
+from rils.checkpoint import load_checkpoint
+from rils.train.config import load_config
+from rils.train.engine import RunTerminated, train
+
+from .helpers import TINY, env, inject_loss, records, run
 
 ARGS = ["-c", "demo", *TINY, "train.max_steps=100000", "train.checkpoint_every=100000"]
 
@@ -67,3 +71,22 @@ def test_sigterm_to_torchrun_saves_on_every_rank_and_resume_continues(tmp_path):
     assert load_checkpoint(out / "checkpoints" / "latest.pt")["step"] == step + 2
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, step + 3))
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_sigterm_during_a_step_stops_at_the_end_of_that_step(tmp_path, monkeypatch, accum):
+    """Issue 32.6: a SIGTERM that arrived while a step ran was acted on only after the *next* step (its
+    flag was read before the step began). Sent from inside step 3's forward pass (its first micro-batch
+    with accumulation), the run now saves at step 3 and exits 143, and step 3 is the last one logged."""
+    def on_call(n, method):   # n counts micro-batches
+        if n == 2 * accum + 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    inject_loss(monkeypatch, lambda n: None, on_call=on_call)
+    cfg = load_config("demo", [*TINY, "train.max_steps=10", "train.checkpoint_every=100",
+                               f"train.accum_steps={accum}", f"output_dir={tmp_path}"])
+    with pytest.raises(RunTerminated) as stopped:
+        train(cfg)
+    assert stopped.value.code == 143
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 3
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 3]

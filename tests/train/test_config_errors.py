@@ -27,6 +27,25 @@ def test_bad_overrides_exit_2_naming_the_key(overrides, key, capsys, tmp_path):
     assert len(err.splitlines()) == 1 and key in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("override, suggestion", [
+    ("train.batchsize=4", "train.batch_size"),      # the issue's example
+    ("trian.batch_size=4", "train.batch_size"),     # a misspelt section
+    ("data.worker=2", "data.workers"),
+    ("lr=1e-3", "train.lr"),                        # a key without its section
+    ("resume_override=[train.lrr]", "train.lr"),
+])
+def test_an_unknown_key_suggests_the_nearest_one(override, suggestion, capsys, tmp_path):
+    """Issue 32.6: `train.batchsize=...` was refused without "did you mean train.batch_size"."""
+    assert main(["pretrain", "-c", "demo", f"output_dir={tmp_path}", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(f"(did you mean {suggestion}?)"), err
+
+
+def test_an_unknown_key_far_from_all_suggests_nothing(capsys, tmp_path):
+    assert main(["pretrain", "-c", "demo", f"output_dir={tmp_path}", "bogus=1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_mae_accepts_a_batch_of_one(tmp_path):
     from rils.train.config import load_config
     assert load_config("demo", ["method=mae", "train.batch_size=1"]).train.batch_size == 1

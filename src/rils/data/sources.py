@@ -81,15 +81,16 @@ def folder_source(path: str) -> PairListSource:
     return PairListSource(pairs)
 
 
-def expand_shards(pattern: str) -> list[str]:
-    """Brace patterns like `data/{00000..00099}.tar`; '::' joins several patterns."""
+def expand_shards(pattern: str, key: str = "data.path") -> list[str]:
+    """Brace patterns like `data/{00000..00099}.tar`; '::' joins several patterns. `key` names the
+    pattern's source in the errors."""
     urls = wds.shardlists.expand_urls(pattern)
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
     missing = [u for u in local if not Path(u).is_file()]
     if not urls:
-        raise ValueError(f"data.path: no shards match {pattern!r}")
+        raise ValueError(f"{key}: no shards match {pattern!r}")
     if missing:
-        raise FileNotFoundError(f"data.path: {len(missing)} shard(s) not found, first: {missing[0]}")
+        raise FileNotFoundError(f"{key}: {len(missing)} shard(s) not found, first: {missing[0]}")
     return urls
 
 

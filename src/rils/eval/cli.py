@@ -3,7 +3,7 @@
     rils eval PROTOCOL --checkpoint CKPT --dataset DATASET [--split test] [--out FILE.json] [options]
     rils eval suite -c CONFIG.yaml [--out FILE.json] [--markdown FILE.md]
 
-PROTOCOL is one of those listed below (rils.eval.runner.REGISTRY); CKPT a rils checkpoint,
+PROTOCOL is one of those listed below (rils.eval.protocol.REGISTRY); CKPT a rils checkpoint,
 `open_clip:MODEL[@PRETRAINED]` or `local-dir:PATH`; DATASET `fashion-mnist`, `demo-shapes` or a
 path (ImageFolder tree or CSV; see rils.eval.datasets). A suite config looks like
 
@@ -12,8 +12,10 @@ path (ImageFolder tree or CSV; see rils.eval.datasets). A suite config looks lik
     evals:
       - {protocol: zeroshot, dataset: demo-shapes, options: {task: color}}
       - {protocol: fewshot, dataset: fashion-mnist, options: {shots: [1, 5], seeds: 3}}
+      - {protocol: segment, dataset: data/shapes-dense/ade, options: {steps: 200, size: 64}}
 
-where `options` are the command-line options of that protocol, without the dashes.
+where `options` are the command-line options of that protocol, without the dashes (the README's
+"rils eval suite" gives the whole schema).
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ import os
 import sys
 from pathlib import Path
 
+# Only modules without torch at their top: the parsers (and so every --help) are built from these.
+from ..data.prepare.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_DIR
 from ..precision import PRECISIONS
-from .datasets import FASHION_MNIST_DIR, NAMES as DATASET_NAMES, resolve_split
+from .protocol import REGISTRY, Protocol
 from .report import markdown_table, record_table, write_json
-from .protocol import Protocol
-from .runner import REGISTRY
 
 _DATASET_KEYS = ("task", "num_samples", "fashion_mnist_root", "image_key", "label_key",
                  "caption_key", "csv_separator")
@@ -197,6 +199,8 @@ class _RaisingParser(argparse.ArgumentParser):
 
 def _suite(args: argparse.Namespace) -> int:
     import yaml
+
+    from .datasets import NAMES as DATASET_NAMES, resolve_split
 
     config_path = Path(args.config)
     if not config_path.is_file():

@@ -4,7 +4,7 @@ A path is an ImageFolder tree (one folder per class, folder name = class name), 
 and label (classification), or a CSV of image path and caption (retrieval; several rows per image
 allowed, one per caption). Splits: a path may contain `{split}` (e.g. `data/{split}.csv`), or be a
 folder holding one sub-folder per split (`train/`, `test/` or `val/`); otherwise the path itself is
-the data, whatever the split.
+the data, whatever the split, and its `split` is "all".
 
 For the named datasets, `val` and `test` both mean the held-out split (demo-shapes calls it `val`,
 Fashion-MNIST `test`), so every protocol can ask for `train` and `test`.
@@ -29,6 +29,7 @@ from ..data.prepare import fashion_mnist
 FASHION_MNIST_DIR = fashion_mnist.DEFAULT_ROOT
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 NAMES = ("fashion-mnist", "demo-shapes")
+WHOLE = "all"   # the split of a path that has none (a CSV without {split}, a folder without split folders)
 _HELD_OUT = ("test", "val")
 
 
@@ -336,6 +337,8 @@ def load_dataset(dataset: str, split: str = "test", *, kind: str = "classificati
     if not path.exists():
         raise FileNotFoundError(f"dataset {dataset!r} is neither a known name ({', '.join(NAMES)}) "
                                 f"nor an existing path ({path} not found)")
+    if "{split}" not in dataset and path == Path(dataset):
+        split = WHOLE   # no split to choose from: the result says so, not the split that was asked for
     if path.is_dir():
         if kind == "retrieval":
             raise ValueError(f"{path} is an ImageFolder tree; retrieval needs a CSV of image path + caption")

@@ -26,11 +26,7 @@ from .datasets import EvalDataset, Subset, aligned_labels
 from .features import image_features
 from .linear import feature_info
 from .models import fingerprint_model
-from .protocol import Protocol
-
-DEFAULT_SHOTS = (1, 2, 5, 10)
-MSN_C = 4000.0   # MSN's λ = 0.00025 / n in scikit-learn's units
-DEFAULT_CS = (1.0, 10.0, 100.0, 1000.0, MSN_C, 10000.0)
+from .protocol import DEFAULT_CS, DEFAULT_SHOTS, MSN_C
 
 
 def msn_preprocess(x) -> np.ndarray:
@@ -146,16 +142,3 @@ def evaluate_fewshot(model, transform, train_dataset: EvalDataset, test_dataset:
 def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
     return evaluate_fewshot(loaded.model, loaded.transform, train, test, device=device, precision=precision,
                             **options, **extract)
-
-
-def _add_arguments(g) -> None:
-    g.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS), help="labelled images per class")
-    g.add_argument("--seeds", type=int, default=3, help="random draws of the few-shot set per shot count")
-    g.add_argument("--C", dest="C", type=float, nargs="+", default=list(DEFAULT_CS),
-                   help="inverse L2 strength(s); several are swept on held-out shots of each draw "
-                        "(1-shot: MSN's 4000); MSN's λ = 0.00025/n is C = 4000")
-    g.add_argument("--max-iter", type=int, default=1000, help="logistic regression iterations")
-
-
-PROTOCOL = Protocol(name="fewshot", help="logistic regression on 1/2/5/10 images per class (paper Table 4)",
-                    run=_run, add_arguments=_add_arguments, needs_train=True)

@@ -27,7 +27,6 @@ from tqdm import tqdm
 from ..precision import autocast
 from .datasets import EvalDataset, aligned_labels
 from .features import model_device
-from .protocol import Protocol
 from .zeroshot import topk_accuracy
 
 
@@ -209,35 +208,3 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
     # Its own loaders and batch size: of the extraction options only these apply.
     ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
     return evaluate_finetune(loaded.model, train, test, device=device, precision=precision, **options, **ft)
-
-
-def _add_arguments(g) -> None:
-    g.add_argument("--epochs", type=int, default=100, help="fine-tuning epochs (MAE ViT-B: 100)")
-    g.add_argument("--warmup-epochs", type=float, default=5, help="linear warm-up epochs")
-    g.add_argument("--train-batch-size", dest="ft_batch_size", type=int, default=1024, help="fine-tuning batch size")
-    g.add_argument("--blr", type=float, default=5e-4, help="base lr at batch 256, scaled linearly")
-    g.add_argument("--min-lr", type=float, default=1e-6, help="end of the cosine")
-    g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
-    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth")
-    g.add_argument("--mixup", type=float, default=0.8, help="mixup alpha (0: off)")
-    g.add_argument("--cutmix", type=float, default=1.0, help="cutmix alpha (0: off)")
-    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
-    g.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="'none' to disable")
-    g.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
-    g.add_argument("--clip-grad", type=float, help="max gradient norm (default: no clipping)")
-    g.add_argument("--input-size", dest="image_size", type=int, help="default: the model's")
-    g.add_argument("--seed", type=int, default=0, help="seeds the head init, augmentation and order")
-
-
-def _cli_options(options: dict) -> dict:
-    options = dict(options)
-    options["batch_size"] = options.pop("ft_batch_size")  # --batch-size is feature extraction's
-    if options.get("auto_augment") in ("none", ""):
-        options["auto_augment"] = None
-    return options
-
-
-PROTOCOL = Protocol(name="finetune", help="end-to-end fine-tuning, MAE recipe with timm (paper Table 1)",
-                    run=_run, add_arguments=_add_arguments, needs_train=True, uses_feature_cache=False,
-                    cli_options=_cli_options)

@@ -25,6 +25,7 @@ split, and only that one is scored on the test split, so the test split never pi
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -35,13 +36,9 @@ from tqdm import tqdm
 from .datasets import EvalDataset, aligned_labels
 from .features import image_features
 from .models import fingerprint_model
-from .protocol import Protocol
+from .protocol import DEFAULT_BATCH, DEFAULT_BLR, DEFAULT_BLRS, DEFAULT_MIN_STEPS
+from .report import float32_value
 from .zeroshot import topk_accuracy
-
-DEFAULT_BLR = {"lars": 0.1, "sgd": 0.1, "adamw": 1e-3}
-DEFAULT_BLRS = {"lars": (0.1, 1.0, 10.0), "sgd": (0.01, 0.1, 1.0), "adamw": (1e-4, 1e-3, 1e-2)}
-DEFAULT_BATCH = 1024
-DEFAULT_MIN_STEPS = 1000
 
 
 def linear_head(dim: int, num_classes: int) -> nn.Sequential:
@@ -84,9 +81,8 @@ def train_linear_probe(x: torch.Tensor, y, num_classes: int, *, epochs: int = 90
     device = torch.device(device)
     x = x.float().to(device)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
-    batch_size = min(batch_size, len(x))
-    if batch_size < 2:
-        raise ValueError("linear probing needs at least 2 training samples (BatchNorm)")
+    batch_size, steps, epochs, warmup = probe_schedule(len(x), epochs=epochs, batch_size=batch_size,
+                                                       min_steps=min_steps, warmup_epochs=warmup_epochs)
     if optimizer not in DEFAULT_BLR:
         raise ValueError(f"optimizer must be one of {', '.join(DEFAULT_BLR)}, not {optimizer!r}")
     blr = DEFAULT_BLR[optimizer] if blr is None else blr
@@ -96,9 +92,6 @@ def train_linear_probe(x: torch.Tensor, y, num_classes: int, *, epochs: int = 90
     opt = _optimizer(probe, optimizer, lr, weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    steps = len(x) // batch_size  # drop the last partial batch, as MAE's loader does
-    epochs = max(epochs, math.ceil(min_steps / steps))
-    warmup = min(warmup_epochs, epochs / 2)
     probe.train()
     for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
         order = torch.randperm(len(x), generator=gen).to(device)
@@ -120,13 +113,28 @@ def probe_metrics(probe: nn.Module, x: torch.Tensor, y) -> dict:
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     return {"top1": topk_accuracy(logits, y, 1),
             "top5": topk_accuracy(logits, y, 5) if logits.shape[1] >= 5 else None,
-            "loss": float(nn.functional.cross_entropy(logits, y))}
+            "loss": float32_value(nn.functional.cross_entropy(logits, y))}
+
+
+def probe_schedule(n: int, *, epochs: int = 90, batch_size: int = DEFAULT_BATCH,
+                   min_steps: int = DEFAULT_MIN_STEPS, warmup_epochs: float = 10) -> tuple[int, int, int, float]:
+    """(batch size, steps per epoch, epochs, warm-up epochs) a probe on `n` samples runs: the batch capped
+    at the split, the last partial batch dropped (as MAE's loader does), `epochs` raised to reach
+    `min_steps` optimiser steps, the warm-up capped at half the run."""
+    batch_size = min(batch_size, n)
+    if batch_size < 2:
+        raise ValueError("linear probing needs at least 2 training samples (BatchNorm)")
+    steps = n // batch_size
+    epochs = max(epochs, math.ceil(min_steps / steps))
+    return batch_size, steps, epochs, min(warmup_epochs, epochs / 2)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, blrs=None,
                  val_fraction: float = 0.1, seed: int = 0, **train) -> dict:
     """Probe on given features; with several `blrs` (default: `DEFAULT_BLRS` of the optimiser), pick
-    one on a held-out part of train (see top)."""
+    one on a held-out part of train (see top). The result holds the final probe's `schedule` (what
+    `probe_schedule` made of the options) and, after a sweep, `lr_at_sweep_edge`: whether the chosen
+    blr is the sweep's smallest or largest (then the best may lie beyond it; a line on stderr says so)."""
     optimizer = train.get("optimizer", "sgd")
     blrs = list(blrs) if blrs else list(DEFAULT_BLRS.get(optimizer, (0.1,)))
     batch = train.get("batch_size", DEFAULT_BATCH)
@@ -151,7 +159,18 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, blrs=Non
     probe = train_linear_probe(train_x, train_y, num_classes, blr=best, seed=seed, **train)
     metrics = probe_metrics(probe, test_x, test_y)
     metrics.pop("loss")
-    return {"metrics": metrics, "blr": best, "sweep": sweep}
+    asked = {k: train[k] for k in ("epochs", "batch_size", "min_steps", "warmup_epochs") if k in train}
+    batch_size, steps, epochs, warmup = probe_schedule(len(train_x), **asked)
+    out = {"metrics": metrics, "blr": best, "sweep": sweep, "schedule": {
+        "epochs": epochs, "warmup_epochs": warmup, "batch_size": batch_size, "steps_per_epoch": steps}}
+    if len(blrs) > 1:
+        out["lr_at_sweep_edge"] = best in (min(blrs), max(blrs))
+        if out["lr_at_sweep_edge"]:
+            wider = sorted({*blrs, best / 10 if best == min(blrs) else best * 10})
+            print(f"linear probe: the chosen blr {best:g} is the {'smallest' if best == min(blrs) else 'largest'} "
+                  f"of the sweep ({' '.join(f'{b:g}' for b in blrs)}), so the best may lie beyond it; "
+                  f"sweep wider, e.g. --blr {' '.join(f'{b:g}' for b in wider)}", file=sys.stderr)
+    return out
 
 
 def evaluate_linear(model, transform, train_dataset: EvalDataset, test_dataset: EvalDataset, *,
@@ -192,26 +211,10 @@ def feature_info(kind: str) -> dict:
 
 
 def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
-    return evaluate_linear(loaded.model, loaded.transform, train, test, device=device, precision=precision,
-                           **options, **extract)
-
-
-def _add_arguments(g) -> None:
-    g.add_argument("--epochs", type=int, default=90, help="probe training epochs, at least (MAE: 90)")
-    g.add_argument("--probe-batch-size", type=int, default=DEFAULT_BATCH,
-                   help="probe batch size, capped at the split (MAE: 16384, which needs ImageNet-size data)")
-    g.add_argument("--blr", dest="blrs", type=float, nargs="+",
-                   help="base lr(s); lr = blr * batch / 256; several are chosen on held-out train data "
-                        "(default: sgd 0.01 0.1 1, lars 0.1 1 10, adamw 1e-4 1e-3 1e-2)")
-    g.add_argument("--optimizer", default="sgd", choices=tuple(DEFAULT_BLR),
-                   help="probe optimiser (MAE: LARS, which converges only with ImageNet-scale step counts)")
-    g.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
-                   help="optimiser steps at least; epochs are raised to reach them (small splits)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="probe weight decay")
-    g.add_argument("--warmup-epochs", type=float, default=10, help="linear warm-up of the probe lr")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="share of the train split held out to pick the lr")
-    g.add_argument("--seed", type=int, default=0, help="seeds the probe init, shuffling and held-out split")
-
-
-PROTOCOL = Protocol(name="linear", help="linear probe on frozen features, MAE-style head, swept lr (paper Table 1)",
-                    run=_run, add_arguments=_add_arguments, needs_train=True)
+    out = evaluate_linear(loaded.model, loaded.transform, train, test, device=device, precision=precision,
+                          **options, **extract)
+    # The record's settings say what ran: epochs raised to reach --min-steps, the batch capped at the split.
+    schedule = out.pop("schedule")
+    out["settings"] = {"epochs": schedule["epochs"], "warmup_epochs": schedule["warmup_epochs"],
+                       "probe_batch_size": schedule["batch_size"]}
+    return out

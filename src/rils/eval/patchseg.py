@@ -35,18 +35,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..methods.base import MethodOptions
 from ..precision import autocast, full_precision
 from .features import eval_mode, model_device
 from .models import default_tau, patch_tokens_projected
 from .prompts import fill, get_templates
-from .protocol import Protocol
+from .protocol import UPSAMPLE
 
 SEG_TEMPLATES = ["a {c}.", "a {c} shape.", "a photo of a {c}.", "a drawing of a {c}."]
 COLOR_SEG_TEMPLATES = ["a {c} shape.", "something {c}.", "a {c} object.", "a shape in {c}."]
 BACKGROUND_PROMPTS = ["background.", "a light background.", "an empty light background.",
                       "a plain light surface."]
-UPSAMPLE = ("bilinear", "nearest")
 
 
 # ----------------------------------------------------------------------------- patch distributions
@@ -227,22 +225,3 @@ def _resolve_options(model, options: dict) -> dict:
     if options.get("tau") is None:
         options = {**options, "tau": default_tau(model)}
     return options
-
-
-def _add_arguments(g) -> None:
-    # "%(default).0s" prints nothing: it only stops argparse from appending "(default: None)".
-    g.add_argument("--tau", type=float, default=None,
-                   help="τ1 of Eq. 8, the softmax temperature over the prompts (default: the checkpoint's "
-                        f"loss.tau_target; {MethodOptions.tau_target} when it records none)%(default).0s")
-    g.add_argument("--upsample", dest="upsample_mode", default="bilinear", choices=UPSAMPLE,
-                   help="patch probabilities -> pixels")
-    g.add_argument("--templates", help="JSON file or shipped key of templates for the shape classes "
-                                       "(default: rils.eval.patchseg.SEG_TEMPLATES)")
-    g.add_argument("--background-prompts", nargs="+", help="prompts of the background class "
-                                                           "(default: rils.eval.patchseg.BACKGROUND_PROMPTS)")
-
-
-PROTOCOL = Protocol(name="patchseg",
-                    help="zero-shot segmentation from per-patch text distributions (Eq. 8): mIoU, pixel acc.",
-                    run=_run, add_arguments=_add_arguments, needs_text=True, uses_feature_cache=False,
-                    resolve_options=_resolve_options)

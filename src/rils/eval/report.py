@@ -57,6 +57,24 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def float32_value(x: float) -> float:
+    """A float32 result (a loss computed in float32) as float32 holds it, written shortest: 0.6703, not
+    the 0.6703000068664551 that its float64 copy prints as. The fewest significant digits (up to 9,
+    always enough for a float32) that read back as the same float32."""
+    import struct
+
+    x = float(x)
+    if not math.isfinite(x):
+        return x
+    as32 = lambda v: struct.unpack("f", struct.pack("f", v))[0]  # noqa: E731
+    target = as32(x)
+    for digits in range(1, 10):
+        short = float(f"{target:.{digits}g}")
+        if as32(short) == target:
+            return short
+    return target
+
+
 def write_json(path, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,33 +1,18 @@
 """Run one protocol on a loaded model and a named or path dataset; returns a JSON-ready record.
 
-`REGISTRY` lists the protocols (records declared in their modules, see rils.eval.protocol); the
-runner and `rils eval` read everything protocol-specific from there.
+`REGISTRY` lists the protocols (their records are declared in rils.eval.protocol); the runner and
+`rils eval` read everything protocol-specific from there.
 """
 from __future__ import annotations
 
 import time
-from importlib import import_module
 
 from ..precision import resolve_precision
 from .datasets import load_dataset
 from .features import model_device
 from .models import LoadedModel
-from .protocol import Protocol
+from .protocol import REGISTRY, Protocol
 
-# The modules of rils.eval whose `PROTOCOL` records make up the registry, in `rils eval`'s order.
-# (By module name: `rils.eval.fewshot` the attribute is the function, rils.eval.fewshot.fewshot.)
-_MODULES = (
-    "zeroshot",
-    "retrieval",
-    "linear",
-    "fewshot",
-    "finetune",
-    "patchseg",
-    "dense.segment",
-    "dense.detect",
-)
-REGISTRY: dict[str, Protocol] = {p.name: p for p in (import_module(f".{m}", __package__).PROTOCOL
-                                                     for m in _MODULES)}
 PROTOCOLS = tuple(REGISTRY)  # the names
 
 _CACHE_KEYS = ("use_cache", "cache_dir", "model_id")  # extraction options of the feature cache
@@ -89,10 +74,11 @@ def run_protocol(loaded: LoadedModel, protocol: str, dataset: str, *, split: str
     if proto.resolve_options is not None:
         options = proto.resolve_options(loaded.model, dict(options))
     result = proto.run(loaded, test, train, device=device, precision=precision, extract=extract, **options)
+    ran = result.pop("settings", {})   # options that ran otherwise than asked (Protocol.run)
     task = {"task": test.task} if getattr(test, "task", None) and proto.dataset_kind == "classification" else {}
     return {"protocol": protocol, "dataset": dataset, **task, "split": test.split,
             "train_split": train.split if train is not None else None,
             "checkpoint": loaded.spec, "model_id": loaded.model_id, **result,
             "skipped": _skipped(test, train),
-            "settings": dict(options), "device": str(device) if device is not None else None,
+            "settings": {**options, **ran}, "device": str(device) if device is not None else None,
             "precision": precision, "seconds": round(time.time() - started, 2)}

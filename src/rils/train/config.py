@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..methods.base import CONTRASTIVE_GATHERS, MethodOptions
+from ..methods.options import CONTRASTIVE_GATHERS, MethodOptions
 from ..presets import Preset
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -168,12 +168,40 @@ def _coerce(key: str, value, typ):
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {_show(value)}")
 
 
+def _leaf_keys(obj, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass instance (train.batch_size, ...), in declaration order."""
+    keys = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        keys += _leaf_keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name]
+    return keys
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """' (did you mean train.batch_size?)' for a near miss: the whole dotted key close to a known one
+    (train.batchsize, trian.batch_size), else its last part equal or close to a known key's (lr -> train.lr)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not close:
+        last = key.rsplit(".", 1)[-1]
+        tails = {k.rsplit(".", 1)[-1]: k for k in reversed(known)}   # the first key with that last part
+        close = [tails[t] for t in difflib.get_close_matches(last, list(tails), n=1, cutoff=0.8)]
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _apply(obj, data: dict, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     for k, v in data.items():
         key = f"{prefix}{k}"
         if not isinstance(k, str) or k not in hints:
-            raise ConfigError(f"unknown config key {_show(key)}")
+            # The key as the user wrote it: a mapping below an unknown section is one of its dotted keys.
+            typed = key
+            while isinstance(v, dict) and len(v) == 1 and isinstance(next(iter(v)), str):
+                k2, v = next(iter(v.items()))
+                typed += f".{k2}"
+            hint = _did_you_mean(typed, _leaf_keys(obj, prefix)) if isinstance(k, str) else ""
+            raise ConfigError(f"unknown config key {_show(typed)}{hint}")
         typ = hints[k]
         if dataclasses.is_dataclass(typ):
             if not isinstance(v, dict):
@@ -221,6 +249,11 @@ def _exists(path) -> bool:
         return False
 
 
+# torch.compile's modes (`train.compile_mode`, `rils bench --compile-mode`): "reduce-overhead" replays CUDA
+# graphs (on a GPU; a CPU compiles as "default"), the max-autotune ones also time kernel choices (minutes
+# more to compile). Here, not in step.py that uses them, so that `rils bench --help` needs no torch.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 PAPER_RECIPE = "paper_b16"   # `-c METHOD` is this recipe with method=METHOD, output_dir=runs/METHOD
 
 
@@ -243,10 +276,10 @@ def list_recipes() -> list[str]:
 
 
 def _method_alias(name: str) -> dict | None:
-    from ..methods import METHODS
+    from ..methods import list_methods
     if _is_file(CONFIG_DIR / f"{name}.yaml"):
         return None
-    if name in METHODS:
+    if name in list_methods():
         return {"method": name, "output_dir": f"runs/{name}"}
     if name in TWO_STAGE:
         return {**TWO_STAGE[name][1], "output_dir": f"runs/{name}"}
@@ -341,7 +374,6 @@ def validate(cfg: Config) -> None:
     from ..methods import METHODS, get_method_class
     from ..precision import DEVICES, PRECISIONS
     from ..presets import list_presets
-    from .step import COMPILE_MODES
 
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {_show(cfg.method)}; choose one of {', '.join(sorted(METHODS))}")
@@ -382,10 +414,11 @@ def validate(cfg: Config) -> None:
         if not ok:
             value = eval_key(cfg, key)
             raise ConfigError(f"{key}: {msg}, got {_show(value)}")
-    known = {k for k, *_ in config_reference()} | {"world_size"}
+    known = [k for k, *_ in config_reference()] + ["world_size"]
     unknown = [k for k in cfg.resume_override if k not in known]
     if unknown:
-        raise ConfigError(f"resume_override: unknown config key {_show(unknown[0])}")
+        raise ConfigError(f"resume_override: unknown config key {_show(unknown[0])}"
+                          f"{_did_you_mean(unknown[0], known)}")
     if get_method_class(cfg.method).needs_teacher and not cfg.model.teacher and not cfg.resume:
         raise ConfigError(f"model.teacher: method {cfg.method} needs a teacher (a CLIP-style run's checkpoint or export)")
     if cfg.model.teacher and not _exists(cfg.model.teacher.removeprefix("local-dir:")):
@@ -393,7 +426,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.unique_captions and cfg.data.source not in ("csv", "folder"):
         raise ConfigError(f"data.unique_captions: needs a csv or folder source (globally shuffled), got "
                           f"{cfg.data.source}; shards stream through a shuffle buffer: convert them with "
-                          f"benchmarks/shards_to_csv.py")
+                          f"`rils data shards-to-csv PATTERN OUT.csv`, then data.source=csv data.path=OUT.csv")
     if cfg.logging.wandb and not cfg.logging.wandb_project.strip():
         raise ConfigError("logging.wandb_project: must name a W&B project, got ''")
     if cfg.logging.wandb:

@@ -50,7 +50,7 @@ class RunTerminated(SystemExit):
         super().__init__(128 + signal.SIGTERM)
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # both save a checkpoint at the next step boundary
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # both save a checkpoint at the end of the step they arrive in
 
 
 def existing_run_step(out: Path) -> int | None:
@@ -440,7 +440,7 @@ def _train(cfg: Config, made: list[tuple[Path, bytes | None]]) -> Path:
             raise RunAborted(f"{error}; {kept}; free space or fix the folder, then rerun with resume=latest"
                              if error else "rank 0 could not write a checkpoint; stopping")
 
-    received = set()   # SIGINT / SIGTERM seen by this rank; acted on at the next step boundary
+    received = set()   # SIGINT / SIGTERM seen by this rank; acted on at the end of the step it arrives in
     previous_handlers = {s: signal.signal(s, lambda signum, _: received.add(signum)) for s in STOP_SIGNALS}
 
     progress = Progress(log, start_step=start_step, total_steps=total_steps, device=device, precision=precision,
@@ -473,9 +473,14 @@ def _train(cfg: Config, made: list[tuple[Path, bytes | None]]) -> Path:
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             result = train_step(net, method, optimizer, micro_batches, device=device, precision=precision,
                                 grad_clip=cfg.train.grad_clip, scheduler=scheduler, forward=forward,
-                                extra_flags=[s in received for s in STOP_SIGNALS],
+                                # read when the step's collective is built, after its backward passes:
+                                # read before the step, a signal during it waited for the next one
+                                extra_flags=lambda: [s in received for s in STOP_SIGNALS],
                                 accum_negatives=cfg.train.accum_negatives, scaler=scaler)
             interrupted, terminated = result.flags
+            if world == 1:   # no rank to agree with: a signal during the update itself counts too
+                interrupted = interrupted or signal.SIGINT in received
+                terminated = terminated or signal.SIGTERM in received
             stop_now = interrupted or terminated
             images += result.images
             step += 1

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import distributed as D
 from ..methods.base import Pool
 from ..precision import autocast
+from .config import COMPILE_MODES
 
 
 @dataclass
@@ -60,11 +61,6 @@ class StepResult:
     @property
     def skipped(self) -> bool:
         return self.read()[2]
-
-
-# torch.compile's modes (`train.compile_mode`): "reduce-overhead" replays CUDA graphs (on a GPU; a CPU
-# compiles as "default"), the max-autotune ones also time kernel choices (minutes more to compile).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_for_training(net, device: torch.device, mode: str = "default"):
@@ -102,7 +98,10 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     The scheduler steps and the logit scale is clamped even after a skipped update, so the schedule
     and the data order stay on plan. `scaler` (fp16, `rils.precision.grad_scaler`) scales the loss;
     gradients are unscaled before clipping, and a step whose scaled gradient overflowed is skipped
-    (and counted) while the scaler lowers its scale."""
+    (and counted) while the scaler lowers its scale. `extra_flags` are host flags OR-ed over the ranks
+    in the step's one collective (`StepResult.flags`), or a function that returns them: it is called
+    just before that collective, after the backward passes, so what happened during this step's
+    forward and backward (a signal's handler setting a flag) is decided on by this step."""
     forward = net if forward is None else forward   # a compiled module has no truth value
     world = D.world_size()
     n = len(micro_batches)
@@ -136,7 +135,7 @@ def train_step(net, method, optimizer, micro_batches: list[dict], *, device: tor
     # One collective decides for every rank: a non-finite loss on any rank (a NaN loss also reaches
     # every rank's all-reduced gradient; an infinite one may not), plus the caller's flags.
     bad = ~torch.isfinite(values[list(outputs).index("loss")]) | ~torch.isfinite(grad_norm)
-    bad, flags = D.any_rank_bad(bad, list(extra_flags))
+    bad, flags = D.any_rank_bad(bad, list(extra_flags() if callable(extra_flags) else extra_flags))
     if scaler is None and getattr(optimizer, "defaults", {}).get("fused"):
         # The fused AdamW kernel skips the whole update (weights, moments, step count) where
         # found_inf is set (the mechanism GradScaler uses): the step is decided on the device.

@@ -33,7 +33,7 @@ from .common import MissingDataError, ShardWriter, sample_files, split_entry, sp
 
 DATASETS = ("openclipart", "fashion-mnist", "shapes-dense")
 __all__ = ["DATASETS", "MissingDataError", "prepare", "prepare_openclipart", "prepare_fashion_mnist",
-           "prepare_shapes_dense", "add_data_parser", "run_data_prepare"]
+           "prepare_shapes_dense", "add_data_parser", "run_data_prepare", "run_shards_to_csv"]
 # The command-line options each dataset takes; any other one given is refused with one line.
 _OPTIONS = {
     "openclipart": ("root", "image_size", "shard_size", "limit", "val_fraction", "workers"),
@@ -261,6 +261,30 @@ def add_data_parser(subparsers, help: str) -> None:
     p.add_argument("--val", type=int, help="shapes-dense: validation images (default 150)")
     p.add_argument("--seed", type=int, help="shapes-dense: the seed every image is drawn from (default 0)")
     p.set_defaults(func=run_data_prepare)
+    from . import shards_to_csv as s2c   # no heavy import at its top: --help stays quick
+    c = dsub.add_parser("shards-to-csv", help="webdataset shards -> image files + a CSV (filepath, caption), "
+                                              "for data.unique_captions and rils eval retrieval",
+                        description=s2c.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("pattern", help="the shards, a brace pattern: 'data/openclipart/val/{00000..00000}.tar'")
+    c.add_argument("out", help="the CSV to write (its images go to a folder beside it, OUT_images/)")
+    c.set_defaults(func=run_shards_to_csv)
+
+
+def run_shards_to_csv(args) -> int:
+    from ..shards import ShardError
+    from .shards_to_csv import shards_to_csv
+
+    try:
+        info = shards_to_csv(args.pattern, args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (ValueError, FileNotFoundError, ShardError) as exc:
+        print(f"rils data shards-to-csv: error: {exc}", file=sys.stderr)
+        return 2
+    skipped = "".join(f", {n} skipped ({reason})" for reason, n in info["skipped"].items())
+    print(f"{info['samples']} samples from {info['shards']} shard(s){skipped} -> {info['csv']} "
+          f"(images in {info['images']})")
+    print(f"  train on it:     rils pretrain -c CONFIG data.source=csv data.path={info['csv']} data.unique_captions=true")
+    print(f"  retrieval on it: rils eval retrieval --checkpoint CKPT --dataset {info['csv']}")
+    return 0
 
 
 def run_data_prepare(args) -> int:

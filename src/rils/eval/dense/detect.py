@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from ...distributed import rank, world_size
 from ...precision import autocast
-from ..protocol import Protocol
 
 _PATH_OPTIONS = ("train_json", "train_images", "val_json", "val_images")
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[:6], pycocotools' order
@@ -199,44 +198,3 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
     options = {k: v for k, v in options.items() if k not in _PATH_OPTIONS}
     ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
     return evaluate_detect(loaded.model, train, test, device=device, precision=precision, **options, **ft)
-
-
-def _add_arguments(g) -> None:
-    g.add_argument("--train-json", help="training annotations (default: DATASET/annotations/instances_train2017.json)")
-    g.add_argument("--train-images", help="training image folder (default: DATASET/train2017)")
-    g.add_argument("--val-json", help="evaluation annotations (default: DATASET/annotations/instances_val2017.json)")
-    g.add_argument("--val-images", help="evaluation image folder (default: DATASET/val2017)")
-    g.add_argument("--size", type=int, default=1024, help="input side: jitter crop and test padding (ViTDet: 1024)")
-    g.add_argument("--batch", type=int, default=64, help="global training batch, split over the ranks")
-    g.add_argument("--epochs", type=float, default=25, help="fine-tuning epochs over the training images used "
-                   "(paper: 25; 12 for low-shot)")
-    g.add_argument("--steps", type=int, help="fine-tuning iterations (overrides --epochs)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    g.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise lr decay")
-    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the trunk")
-    g.add_argument("--warmup-steps", type=int, default=250, help="linear warm-up iterations")
-    g.add_argument("--clip-grad", type=float, help="max gradient norm (default: no clipping, as ViTDet)")
-    g.add_argument("--window-size", type=int, help="window attention side in patches (default: 14 on "
-                   "grids of 28+ patches, else the largest divisor of the grid up to half of it)")
-    g.add_argument("--fpn-channels", type=int, default=256, help="SimpleFPN and head width")
-    g.add_argument("--box-head-dim", type=int, default=1024, help="box head fc width")
-    g.add_argument("--rpn-batch", type=int, default=256, help="anchors sampled per image for the RPN loss")
-    g.add_argument("--roi-batch", type=int, default=512, help="RoIs sampled per image for the box head")
-    g.add_argument("--proposals", type=int, default=1000, help="RPN proposals kept per image after NMS")
-    g.add_argument("--max-dets", type=int, help="detections kept per image (default: 100; LVIS: 300)")
-    g.add_argument("--score-thresh", type=float, default=0.05, help="lowest score of a kept detection")
-    g.add_argument("--train-fraction", type=float, default=1.0, help="fine-tune on this random share "
-                   "of the annotated training images (paper Table 5: 0.01..0.5)")
-    g.add_argument("--seed", type=int, default=0, help="seeds the subset, head init, data order, jitter")
-    g.add_argument("--work-dir", help="checkpoints (and the training image ids) go here")
-    g.add_argument("--resume", action="store_true", help="continue the fine-tune in --work-dir")
-    g.add_argument("--checkpoint-every", type=int, default=1000, help="iterations between checkpoints")
-    g.add_argument("--save-predictions", help="write the val predictions as a COCO results JSON")
-    g.add_argument("--eval-batch", type=int, default=4, help="images per forward pass at evaluation")
-
-
-PROTOCOL = Protocol(name="detect", help="detection + instance segmentation fine-tuning, ViTDet "
-                    "Mask R-CNN (paper Tables 2, 5)", run=_run, add_arguments=_add_arguments,
-                    needs_train=True, uses_feature_cache=False, dataset_kind="detection",
-                    load_split=load_split)

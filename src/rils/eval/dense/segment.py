@@ -27,12 +27,10 @@ from tqdm import tqdm
 from ...distributed import all_reduce_sum, rank, world_size
 from ...precision import autocast, resolve_precision
 from ..features import model_device
-from ..protocol import Protocol
+from ..protocol import SEGMENT_STEPS as DEFAULT_STEPS
 from .loop import build_optimizer, finetune, init_distributed, is_main, warmup_poly
-from .seg_data import IGNORE_INDEX, Transformed, eval_pipeline, load_split, train_pipeline
+from .seg_data import IGNORE_INDEX, Transformed, eval_pipeline, train_pipeline
 from .seg_heads import build_segmenter
-
-DEFAULT_STEPS = 160_000
 
 
 # ------------------------------------------------------------------------------------------- loss
@@ -234,31 +232,3 @@ def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
     # Its own loaders and batch: of the extraction options only these apply.
     ex = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
     return evaluate_segment(loaded.model, train, test, device=device, precision=precision, **options, **ex)
-
-
-def _add_arguments(g) -> None:
-    g.add_argument("--steps", type=int, help=f"fine-tuning iterations (default: {DEFAULT_STEPS:,}, MMSeg's 160k)")
-    g.add_argument("--epochs", type=float, help="alternative to --steps: passes over the training images")
-    g.add_argument("--batch", dest="batch_size", type=int, default=16,
-                   help="global batch, split over the processes (MMSeg: 8 GPUs x 2)")
-    g.add_argument("--size", dest="image_size", type=int, default=512,
-                   help="crop and sliding window; images are rescaled to (4*size, size)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
-    g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay (1: none)")
-    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the trunk")
-    g.add_argument("--warmup-steps", type=int, default=1500, help="linear warm-up iterations")
-    g.add_argument("--head-channels", type=int, default=768, help="UperNet channels (MMSeg's MAE and BEiT configs: 768)")
-    g.add_argument("--aux-weight", type=float, default=0.4, help="auxiliary FCN head's loss weight (0: no head)")
-    g.add_argument("--stride", type=int, help="sliding-window stride (default: round(2/3 * size), 341 at 512)")
-    g.add_argument("--work-dir", help="fine-tune checkpoints go to WORK_DIR/checkpoints (default: none)")
-    g.add_argument("--resume", action="store_true", help="continue the fine-tune in --work-dir")
-    g.add_argument("--checkpoint-every", type=int, default=2000, help="iterations between checkpoints")
-    g.add_argument("--save-predictions", metavar="DIR", help="one label PNG per evaluated image")
-    g.add_argument("--seed", type=int, default=0, help="seeds the heads, data order and augmentation")
-
-
-PROTOCOL = Protocol(name="segment", help="semantic segmentation: UperNet fine-tuning, MMSeg's MAE recipe "
-                                         "(paper Table 3; ADE20K layout)",
-                    run=_run, add_arguments=_add_arguments, needs_train=True, uses_feature_cache=False,
-                    dataset_kind="segmentation", load_split=load_split)
