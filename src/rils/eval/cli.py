@@ -49,28 +49,44 @@ def _common_options(p: argparse.ArgumentParser, proto: Protocol) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--checkpoint", "-m", required=True,
                    help="rils checkpoint file, open_clip:MODEL[@PRETRAINED] or local-dir:PATH")
-    datasets = "demo-shapes or a CSV of image path + caption" if proto.dataset_kind == "retrieval" else \
-        "fashion-mnist, demo-shapes, an ImageFolder tree or a CSV of image path + label"
+    # A dense protocol reads its own layout (Protocol.load_split): the name and file options of the
+    # other datasets, and the feature cache, do nothing for it.
+    dense = proto.load_split is not None
+    datasets = {"retrieval": "demo-shapes or a CSV of image path + caption",
+                "segmentation": "a folder in ADE20K's layout (images/, annotations/; classes.txt or ADE20K's 150)",
+                "detection": "a folder in COCO's layout (annotations/instances_{train,val}2017.json, "
+                             "{train,val}2017/)"}.get(proto.dataset_kind,
+                                                     "fashion-mnist, demo-shapes, an ImageFolder tree or a CSV of "
+                                                     "image path + label")
     g.add_argument("--dataset", "-d", required=True, help=datasets)
-    g.add_argument("--split", default="test", help="evaluation split (default: test; demo-shapes: val)")
+    g.add_argument("--split", default="test", help="evaluation split (default: test; demo-shapes: val)" if not dense
+                   else "evaluation split (default: test, i.e. validation / val2017)")
     # Options that do nothing for this protocol are still accepted (a suite's shared defaults, scripts
     # that pass the same options to every protocol) but left out of its --help.
     hide = argparse.SUPPRESS
     g.add_argument("--train-split", default="train", help="split the protocol trains on" if proto.needs_train else hide)
     g.add_argument("--out", "-o", help="write the result as JSON to this file")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    g.add_argument("--batch-size", type=int, default=64, help="batch size of feature extraction")
+    g.add_argument("--batch-size", type=int, default=64, help=hide if dense else "batch size of feature extraction")
     g.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes")
     g.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 autocast where the device computes bf16 natively, else fp32")
     g.add_argument("--amp", dest="precision", action=_DeprecatedAmp, nargs=0, help=argparse.SUPPRESS)
-    g.add_argument("--cache-dir",
-                   help="feature cache (default: $RILS_CACHE/features, else ~/.cache/rils/features)")
-    g.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
+    g.add_argument("--cache-dir", help=hide if dense else
+                   "feature cache (default: $RILS_CACHE/features, else ~/.cache/rils/features)")
+    g.add_argument("--no-cache", action="store_true", help=hide if dense else "neither read nor write cached features")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     classify = proto.dataset_kind == "classification"
+    if dense:   # accepted, unused, unlisted
+        for flag, kw in (("--task", {}), ("--num-samples", {"type": int}), ("--num-train-samples", {"type": int}),
+                         ("--demo-image-size", {"type": int, "default": 64}), ("--demo-seed", {"type": int, "default": 0}),
+                         ("--fashion-mnist-root", {}), ("--csv-label-key", {"dest": "label_key"}),
+                         ("--csv-image-key", {"dest": "image_key"}), ("--csv-caption-key", {"dest": "caption_key"}),
+                         ("--csv-separator", {"default": ","})):
+            p.add_argument(flag, help=hide, **kw)
+        return
     d = p.add_argument_group("--dataset demo-shapes")
     d.add_argument("--task", default="shape", choices=("shape", "color"),
                    help="what the classes are: the dominant shape's kind or its colour (default: shape)"
