@@ -279,6 +279,9 @@ def run_eval(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"rils eval: error: {e}", file=sys.stderr)
         return 2
+    from ..distributed import rank
+    if rank() != 0:   # under torchrun every rank holds the record; one prints and writes it
+        return 0
     print(record_table(record))
     if args.out:
         write_json(args.out, record)

@@ -201,7 +201,9 @@ def evaluate_segment(model, train_dataset, test_dataset, *, steps: int | None = 
     torch.manual_seed(seed)   # the heads' init; augmentation draws are the loop's (seeded) workers'
     net = build_segmenter(model, train_dataset.num_classes, image_size=image_size, drop_path=drop_path,
                           channels=head_channels, aux=aux_weight > 0)
-    if world_size() > 1:    # MMSeg's SyncBN: statistics over the global batch
+    # MMSeg's SyncBN: statistics over the global batch (PyTorch's SyncBatchNorm runs on CUDA only;
+    # ranks on CPUs keep their own statistics)
+    if world_size() > 1 and device.type == "cuda":
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device)
     optimizer = build_optimizer(net, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
