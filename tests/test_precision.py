@@ -54,7 +54,8 @@ def test_pretrain_without_a_precision_logs_fp32_and_why(no_native_bf16, tmp_path
     from rils.train.engine import train
 
     cfg = load_config("demo", ["model.preset=vit_nano8_32", "data.workers=0", "data.num_samples=32",
-                               "train.batch_size=8", "train.max_steps=2", f"output_dir={tmp_path}"])
+                               "train.batch_size=8", "train.max_steps=2", "train.warmup_steps=1",
+                               f"output_dir={tmp_path}"])
     assert cfg.train.precision == "auto"
     train(cfg)
     err = capsys.readouterr().err
