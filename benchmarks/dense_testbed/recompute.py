@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ def main() -> None:
     a = ap.parse_args()
     seg = json.loads((a.results / "segment.json").read_text())
     det = json.loads((a.results / "detect.json").read_text())
-    record = {"segment": {"reported": seg["metrics"], "recomputed": segmentation(a.data / "ade", a.pred / "segment")},
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    record = {"commit_at_recomputation": commit, "segment": {"reported": seg["metrics"], "recomputed": segmentation(a.data / "ade", a.pred / "segment")},
               "detect": {"reported": {t: {k: det["metrics"][t][k] for k in ("AP", "AP50")} for t in ("bbox", "segm")},
                          "recomputed": detection(a.data / "coco", a.pred / "detect.json")},
               "seconds_per_step": {"segment": seg.get("seconds_per_step"), "detect": det.get("seconds_per_step")}}
