@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script a session with a lent GPU runs (docs/PERFORMANCE.md), in about 8 minutes on an H200:
 #   1. install from the repo with no network: the package from src/; open_clip, ftfy, webdataset and
-#      the timm this checkout is tested with from wheels carried in .gpu_wheels/ (the device image
+#      the timm this checkout is tested with from wheels carried in .gpu_wheels/, faster-coco-eval for
+#      the dense smoke run (the device image
 #      has torch, tensorboard, ... but not open_clip or webdataset, and its own timm);
 #   1b. the device line: name, and the bf16 matmul rate measured on random data (the ceiling an MFU
 #      against the datasheet peak should be read beside);
@@ -28,15 +29,15 @@ WHEELS=.gpu_wheels
 if [ "${1:-}" = "--prepare" ]; then
   # the versions this checkout is tested with (the ones in .venv), so the device runs the same code
   PIP=${PIP:-.venv/bin/pip}
-  pins=$($PIP list --format=freeze 2>/dev/null | grep -i -E '^(open.clip.torch|ftfy|wcwidth|timm|webdataset|braceexpand)==' || true)
-  $PIP download --no-deps -d "$WHEELS" ${pins:-open_clip_torch ftfy wcwidth timm webdataset braceexpand}
+  pins=$($PIP list --format=freeze 2>/dev/null | grep -i -E '^(open.clip.torch|ftfy|wcwidth|timm|webdataset|braceexpand|faster.coco.eval)==' || true)
+  $PIP download --no-deps -d "$WHEELS" ${pins:-open_clip_torch ftfy wcwidth timm webdataset braceexpand faster-coco-eval}
   exit 0
 fi
 PY=${PY:-python3}
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 SITE=$(mktemp -d)
-if ! $PY -c "import open_clip, ftfy" 2>/dev/null; then
+if ! $PY -c "import open_clip, ftfy, faster_coco_eval" 2>/dev/null; then
   ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "no open_clip here and no wheels in $WHEELS: run benchmarks/gpu.sh --prepare first, and carry $WHEELS"; exit 2; }
   $PY -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl
 fi
