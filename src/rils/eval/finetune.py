@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..precision import autocast
 from .datasets import EvalDataset, aligned_labels
 from .features import model_device
+from .protocol import own_loop_options
 from .zeroshot import topk_accuracy
 
 
@@ -205,6 +206,5 @@ def evaluate_finetune(model, train_dataset: EvalDataset, test_dataset: EvalDatas
 
 
 def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
-    # Its own loaders and batch size: of the extraction options only these apply.
-    ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
-    return evaluate_finetune(loaded.model, train, test, device=device, precision=precision, **options, **ft)
+    return evaluate_finetune(loaded.model, train, test, device=device, precision=precision, **options,
+                             **own_loop_options(extract))

@@ -68,6 +68,12 @@ class lazy:
         return f"rils.eval.{self.module}.{self.name}"
 
 
+def own_loop_options(extract: dict) -> dict:
+    """Of the feature-extraction options (`extract`), the ones a protocol with its own training loop
+    and batch takes: data loading processes and the progress bar."""
+    return {k: extract[k] for k in ("num_workers", "progress") if k in extract}
+
+
 # zeroshot (zeroshot.py)
 
 def _zeroshot_arguments(g) -> None:
@@ -203,6 +209,21 @@ PATCHSEG = Protocol(name="patchseg",
                     uses_feature_cache=False, resolve_options=lazy("patchseg", "_resolve_options"))
 
 
+# segment and detect (dense/): the fine-tune options both take, each with its recipe's defaults
+
+def _dense_finetune_arguments(g, *, weight_decay: float, layer_decay: float, warmup_steps: int,
+                              checkpoint_every: int, seed_help: str, work_dir_help: str) -> None:
+    g.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
+    g.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay")
+    g.add_argument("--layer-decay", type=float, default=layer_decay, help="layer-wise lr decay (1: none)")
+    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the trunk")
+    g.add_argument("--warmup-steps", type=int, default=warmup_steps, help="linear warm-up iterations")
+    g.add_argument("--seed", type=int, default=0, help=seed_help)
+    g.add_argument("--work-dir", help=work_dir_help)
+    g.add_argument("--resume", action="store_true", help="continue the fine-tune in --work-dir")
+    g.add_argument("--checkpoint-every", type=int, default=checkpoint_every, help="iterations between checkpoints")
+
+
 # segment (dense/segment.py)
 
 SEGMENT_STEPS = 160_000   # MMSeg's 160k iterations
@@ -215,19 +236,13 @@ def _segment_arguments(g) -> None:
                    help="global batch, split over the processes (MMSeg: 8 GPUs x 2)")
     g.add_argument("--size", dest="image_size", type=int, default=512,
                    help="crop and sliding window; images are rescaled to (4*size, size)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
-    g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay (1: none)")
-    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the trunk")
-    g.add_argument("--warmup-steps", type=int, default=1500, help="linear warm-up iterations")
+    _dense_finetune_arguments(g, weight_decay=0.05, layer_decay=0.65, warmup_steps=1500, checkpoint_every=2000,
+                              seed_help="seeds the heads, data order and augmentation",
+                              work_dir_help="fine-tune checkpoints go to WORK_DIR/checkpoints (default: none)")
     g.add_argument("--head-channels", type=int, default=768, help="UperNet channels (MMSeg's MAE and BEiT configs: 768)")
     g.add_argument("--aux-weight", type=float, default=0.4, help="auxiliary FCN head's loss weight (0: no head)")
     g.add_argument("--stride", type=int, help="sliding-window stride (default: round(2/3 * size), 341 at 512)")
-    g.add_argument("--work-dir", help="fine-tune checkpoints go to WORK_DIR/checkpoints (default: none)")
-    g.add_argument("--resume", action="store_true", help="continue the fine-tune in --work-dir")
-    g.add_argument("--checkpoint-every", type=int, default=2000, help="iterations between checkpoints")
     g.add_argument("--save-predictions", metavar="DIR", help="one label PNG per evaluated image")
-    g.add_argument("--seed", type=int, default=0, help="seeds the heads, data order and augmentation")
 
 
 SEGMENT = Protocol(name="segment", help="semantic segmentation: UperNet fine-tuning, MMSeg's MAE recipe "
@@ -249,11 +264,9 @@ def _detect_arguments(g) -> None:
     g.add_argument("--epochs", type=float, default=25, help="fine-tuning epochs over the training images used "
                    "(paper: 25; 12 for low-shot)")
     g.add_argument("--steps", type=int, help="fine-tuning iterations (overrides --epochs)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    g.add_argument("--layer-decay", type=float, default=0.7, help="layer-wise lr decay")
-    g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the trunk")
-    g.add_argument("--warmup-steps", type=int, default=250, help="linear warm-up iterations")
+    _dense_finetune_arguments(g, weight_decay=0.1, layer_decay=0.7, warmup_steps=250, checkpoint_every=1000,
+                              seed_help="seeds the subset, head init, data order, jitter",
+                              work_dir_help="checkpoints (and the training image ids) go here")
     g.add_argument("--clip-grad", type=float, help="max gradient norm (default: no clipping, as ViTDet)")
     g.add_argument("--window-size", type=int, help="window attention side in patches (default: 14 on "
                    "grids of 28+ patches, else the largest divisor of the grid up to half of it)")
@@ -266,10 +279,6 @@ def _detect_arguments(g) -> None:
     g.add_argument("--score-thresh", type=float, default=0.05, help="lowest score of a kept detection")
     g.add_argument("--train-fraction", type=float, default=1.0, help="fine-tune on this random share "
                    "of the annotated training images (paper Table 5: 0.01..0.5)")
-    g.add_argument("--seed", type=int, default=0, help="seeds the subset, head init, data order, jitter")
-    g.add_argument("--work-dir", help="checkpoints (and the training image ids) go here")
-    g.add_argument("--resume", action="store_true", help="continue the fine-tune in --work-dir")
-    g.add_argument("--checkpoint-every", type=int, default=1000, help="iterations between checkpoints")
     g.add_argument("--save-predictions", help="write the val predictions as a COCO results JSON")
     g.add_argument("--eval-batch", type=int, default=4, help="images per forward pass at evaluation")
 

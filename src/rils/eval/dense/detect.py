@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ...distributed import rank, world_size
 from ...precision import autocast
+from ..protocol import own_loop_options
 
 _PATH_OPTIONS = ("train_json", "train_images", "val_json", "val_images")
 _STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[:6], pycocotools' order
@@ -194,7 +195,6 @@ def evaluate_detect(model, train, test, *, size: int = 1024, batch: int = 64, ep
 
 
 def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
-    # The split paths went to load_split; of the extraction options only these apply.
-    options = {k: v for k, v in options.items() if k not in _PATH_OPTIONS}
-    ft = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
-    return evaluate_detect(loaded.model, train, test, device=device, precision=precision, **options, **ft)
+    options = {k: v for k, v in options.items() if k not in _PATH_OPTIONS}   # they went to load_split
+    return evaluate_detect(loaded.model, train, test, device=device, precision=precision, **options,
+                           **own_loop_options(extract))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ...distributed import all_reduce_sum, rank, world_size
 from ...precision import autocast, resolve_precision
 from ..features import model_device
-from ..protocol import SEGMENT_STEPS as DEFAULT_STEPS
+from ..protocol import SEGMENT_STEPS as DEFAULT_STEPS, own_loop_options
 from .loop import build_optimizer, finetune, init_distributed, is_main, warmup_poly
 from .seg_data import IGNORE_INDEX, Transformed, eval_pipeline, train_pipeline
 from .seg_heads import build_segmenter
@@ -231,6 +231,5 @@ def evaluate_segment(model, train_dataset, test_dataset, *, steps: int | None = 
 
 
 def _run(loaded, test, train, *, device, precision, extract, **options) -> dict:
-    # Its own loaders and batch: of the extraction options only these apply.
-    ex = {k: extract[k] for k in ("num_workers", "progress") if k in extract}
-    return evaluate_segment(loaded.model, train, test, device=device, precision=precision, **options, **ex)
+    return evaluate_segment(loaded.model, train, test, device=device, precision=precision, **options,
+                            **own_loop_options(extract))
