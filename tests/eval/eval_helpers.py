@@ -66,3 +66,14 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=3, size=16, seed=0
             arr = np.full((size, size, 3), 40 + 80 * k, np.uint8) + noise
             Image.fromarray(arr).save(root / c / f"{i}.png")
     return root
+
+
+def write_checkpoint(path, method: str = "clip", preset: str = "vit_nano8_32"):
+    """A rils checkpoint of a freshly built `method` model (the fields `rils.load_model` reads)."""
+    import rils
+    from rils.checkpoint import FORMAT, save_atomic
+
+    model = rils.create_model(preset, method=method)
+    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": method,
+                 "state_dict": rils.create_method(method, model).state_dict()}, path)
+    return path

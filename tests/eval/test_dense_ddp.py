@@ -7,19 +7,14 @@ import sys
 
 import pytest
 
+from eval_helpers import write_checkpoint
 from rils.data.prepare.shapes_dense import prepare
 
 
 @pytest.mark.timeout(300)
 def test_two_ranks_fine_tune_and_write_one_record(tmp_path):
-    import rils
-    from rils.checkpoint import FORMAT, save_atomic
-
     prepare(tmp_path / "data", image_size=32, train=8, val=2, seed=0)
-    model = rils.create_model("vit_nano8_32", method="clip")
-    ckpt = tmp_path / "latest.pt"
-    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "clip",
-                 "state_dict": rils.create_method("clip", model).state_dict()}, ckpt)
+    ckpt = write_checkpoint(tmp_path / "latest.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rils", "eval", "segment",

@@ -281,12 +281,9 @@ def test_cli_record_explicit_json_and_one_line_error(coco, tmp_path, capsys):
     """`rils eval detect` on a rils checkpoint writes a record with bbox and segm AP; `--val-json`
     replaces the layout's file (here one naming two images); an unparsable JSON exits 2 with one
     `rils eval: error:` line naming it."""
-    from rils.checkpoint import FORMAT, save_atomic
+    from eval_helpers import write_checkpoint
     from rils.eval.cli import main
-    model = rils.create_model("vit_nano8_32", method="clip")
-    ckpt = tmp_path / "latest.pt"
-    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "clip",
-                 "state_dict": rils.create_method("clip", model).state_dict()}, ckpt)
+    ckpt = write_checkpoint(tmp_path / "latest.pt")
     val = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
     val["images"] = val["images"][:2]
     val["annotations"] = [a for a in val["annotations"] if a["image_id"] in (100, 101)]

@@ -306,13 +306,9 @@ def test_cli_record_and_one_line_error(ade, tmp_path, capsys):
     rows; a folder without a validation split exits 2 with one `rils eval: error:` line."""
     import json
 
-    import rils
-    from rils.checkpoint import FORMAT, save_atomic
+    from eval_helpers import write_checkpoint
     from rils.eval.cli import main
-    model = rils.create_model("vit_nano8_32", method="clip")
-    ckpt = tmp_path / "latest.pt"
-    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "clip",
-                 "state_dict": rils.create_method("clip", model).state_dict()}, ckpt)
+    ckpt = write_checkpoint(tmp_path / "latest.pt")
     common = ["eval", "segment", "--checkpoint", str(ckpt), "--device", "cpu", "--precision", "fp32",
               "--num-workers", "0", "--quiet", "--steps", "2", "--batch", "2", "--size", "32",
               "--head-channels", "8", "--warmup-steps", "1"]

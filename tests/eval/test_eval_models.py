@@ -36,14 +36,12 @@ def test_patch_token_facts(rils_like, tiny_clip):
 def test_a_run_folder_stands_for_its_latest_checkpoint(tmp_path):
     """`--checkpoint runs/NAME` (a run folder) loads NAME/checkpoints/latest.pt, with that file's hash."""
     import rils
-    from rils.checkpoint import FORMAT, save_atomic
+    from eval_helpers import write_checkpoint
     from rils.eval.models import fingerprint_file, load_for_eval
 
-    model = rils.create_model("vit_nano8_32", method="clip")
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
     latest.parent.mkdir(parents=True)
-    save_atomic({"format": FORMAT, "preset": model.preset.to_dict(), "method": "clip",
-                 "state_dict": rils.create_method("clip", model).state_dict()}, latest)
+    write_checkpoint(latest)
     loaded = load_for_eval(tmp_path / "run")
     assert loaded.spec == str(latest) and loaded.model_id == fingerprint_file(latest)
     assert rils.load_model(tmp_path / "run").preset.name == "vit_nano8_32"
