@@ -53,7 +53,7 @@ def detection_loss(model, batch, device):
     images = [x.to(device, non_blocking=True) for x in images]
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
     losses = model(images, targets)
-    return sum(losses.values()), {k: v.detach().item() for k, v in losses.items()}
+    return sum(losses.values()), {k: v.detach() for k, v in losses.items()}
 
 
 def coco_results(output: dict, image_id: int, category_id) -> list[dict]:

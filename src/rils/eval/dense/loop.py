@@ -145,7 +145,8 @@ def finetune(model: nn.Module, dataset, *, loss_fn: Callable, optimizer: torch.o
              clip_grad: float | None = None, settings: dict | None = None) -> dict:
     """Train `model` in place for `steps` optimiser steps of `batch_size` per rank.
 
-    `loss_fn(model, batch, device) -> (loss, {name: float})` runs under autocast; `model` is wrapped
+    `loss_fn(model, batch, device) -> (loss, {name: 0-dim tensor})` runs under autocast (the logged
+    parts stay on the device: the loop reads them with the loss, once per step); `model` is wrapped
     in DDP when there are several ranks. `settings` (plain values) identify the run: a resumed
     checkpoint must hold the same. Returns {"history", "steps", "resumed_from", "seconds_per_step"}.
     """
@@ -189,8 +190,12 @@ def finetune(model: nn.Module, dataset, *, loss_fn: Callable, optimizer: torch.o
         set_lr(optimizer, base_lr, lr_factor(step))
         with autocast(device, precision):
             loss, logs = loss_fn(net, batch, device)
-        if not torch.isfinite(all_reduce_sum(loss.detach())):
-            raise RuntimeError(f"{desc}: the loss is {loss.item()} at step {step}; lower --lr or check the data")
+        # One read from the device per step: the loss summed over the ranks (all stop together on a
+        # non-finite one) and this rank's logged values.
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in logs.values())])
+        read = torch.cat([all_reduce_sum(values[:1]), values]).tolist()
+        if not math.isfinite(read[0]):
+            raise RuntimeError(f"{desc}: the loss is {read[1]} at step {step}; lower --lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -205,8 +210,8 @@ def finetune(model: nn.Module, dataset, *, loss_fn: Callable, optimizer: torch.o
         else:
             optimizer.step()
         times.append(time.perf_counter() - t0)
-        for k, v in {"loss": loss.item(), **logs}.items():
-            running[k] = running.get(k, 0.0) + float(v)
+        for k, v in zip(("loss", *logs), read[1:]):
+            running[k] = running.get(k, 0.0) + v
         done = step + 1
         if done % log_every == 0 or done == steps:
             n = log_every if done % log_every == 0 else done % log_every

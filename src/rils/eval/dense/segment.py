@@ -46,11 +46,11 @@ def make_loss_fn(aux_weight: float):
         images, target = (t.to(device, non_blocking=True) for t in batch)
         logits, aux = model(images)
         decode = seg_loss(logits, target)
-        logs = {"loss_decode": decode.item()}
+        logs = {"loss_decode": decode.detach()}
         if aux is None:
             return decode, logs
         aux = aux_weight * seg_loss(aux, target)
-        return decode + aux, {**logs, "loss_aux": aux.item()}
+        return decode + aux, {**logs, "loss_aux": aux.detach()}
     return loss_fn
 
 
