@@ -79,32 +79,26 @@ def _common_options(p: argparse.ArgumentParser, proto: Protocol) -> None:
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     classify = proto.dataset_kind == "classification"
-    if dense:   # accepted, unused, unlisted
-        for flag, kw in (("--task", {}), ("--num-samples", {"type": int}), ("--num-train-samples", {"type": int}),
-                         ("--demo-image-size", {"type": int, "default": 64}), ("--demo-seed", {"type": int, "default": 0}),
-                         ("--fashion-mnist-root", {}), ("--csv-label-key", {"dest": "label_key"}),
-                         ("--csv-image-key", {"dest": "image_key"}), ("--csv-caption-key", {"dest": "caption_key"}),
-                         ("--csv-separator", {"default": ","})):
-            p.add_argument(flag, help=hide, **kw)
-        return
+    # For a dense protocol the name and file options of the other datasets are accepted, unused, unlisted.
+    shown = (lambda text: hide) if dense else (lambda text: text)   # noqa: E731
     d = p.add_argument_group("--dataset demo-shapes")
     d.add_argument("--task", default="shape", choices=("shape", "color"),
                    help="what the classes are: the dominant shape's kind or its colour (default: shape)"
                    if classify else hide)
-    d.add_argument("--num-samples", type=int, help="size of the evaluation split (default: 1000)")
+    d.add_argument("--num-samples", type=int, help=shown("size of the evaluation split (default: 1000)"))
     d.add_argument("--num-train-samples", type=int,
-                   help="size of the train split (default: 20000)" if proto.needs_train else hide)
-    d.add_argument("--demo-image-size", type=int, default=64, help="rendering size in pixels")
-    d.add_argument("--demo-seed", type=int, default=0, help="corpus seed")
+                   help=shown("size of the train split (default: 20000)") if proto.needs_train else hide)
+    d.add_argument("--demo-image-size", type=int, default=64, help=shown("rendering size in pixels"))
+    d.add_argument("--demo-seed", type=int, default=0, help=shown("corpus seed"))
     f = p.add_argument_group("--dataset fashion-mnist") if classify else d
     f.add_argument("--fashion-mnist-root", help="folder of the *-ubyte.gz files "
                    f"(default: $RILS_FASHION_MNIST or {FASHION_MNIST_DIR})" if classify else hide)
     c = p.add_argument_group("--dataset FILE.csv")
-    c.add_argument("--csv-image-key", dest="image_key", default="filepath", help="image path column")
+    c.add_argument("--csv-image-key", dest="image_key", default="filepath", help=shown("image path column"))
     c.add_argument("--csv-label-key", dest="label_key", default="label", help="label column" if classify else hide)
     c.add_argument("--csv-caption-key", dest="caption_key", default="caption",
-                   help=hide if classify else "caption column")
-    c.add_argument("--csv-separator", default=",", help="field separator (default ','; .tsv: tab)")
+                   help=hide if classify else shown("caption column"))
+    c.add_argument("--csv-separator", default=",", help=shown("field separator (default ','; .tsv: tab)"))
 
 
 class _DeprecatedAmp(argparse.Action):
