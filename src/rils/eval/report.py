@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 _NAMES = {"top1": "top-1", "top5": "top-5", "mean_per_class": "mean per-class", "mean_recall": "mean recall"}
@@ -78,4 +79,6 @@ def float32_value(x: float) -> float:
 def write_json(path, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)   # atomic: a script that skips finished work never sees half a record
