@@ -29,7 +29,7 @@ for m in clip rils; do
   timeout -s TERM "$CAP" $PY -m rils pretrain -c shapes method=$m output_dir="$RUNS/$m" overwrite=true $ARGS \
     > "$RUNS/$m.log" 2>&1 || echo "$m: training stopped by the ${CAP}s cap or failed (exit $?): see $RUNS/$m.log"
   cp "$RUNS/$m/metrics.jsonl" "$OUT/repro_$m.metrics.jsonl"
-  $PY benchmarks/shapes_eval.py "$RUNS/$m/checkpoints/latest.pt" "$OUT/repro_$m.json" method=$m \
+  $PY benchmarks/studies/shapes_eval.py "$RUNS/$m/checkpoints/latest.pt" "$OUT/repro_$m.json" method=$m \
     train_seconds=$(( $(date +%s) - t0 )) 2>> "$RUNS/$m.log"
 done
 $PY - "$OUT" <<'PY'

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pre-registered comparison on the shapes testbed (docs/RESULTS.md, "Pre-registered"): every run
 # is `rils pretrain -c shapes method=M seed=S` (plus an ablation's override), scored by
-# benchmarks/shapes_eval.py; metrics.jsonl and scores are kept in docs/results/shapes/NAME.* as each
+# benchmarks/studies/shapes_eval.py; metrics.jsonl and scores are kept in docs/results/shapes/NAME.* as each
 # run finishes. Runs whose scores exist are skipped, so the study continues across sessions (about
 # 8 minutes per run on 2 idle cores; the order below puts the primary endpoints' runs first).
 # The seed-0 runs of clip, rils and mae are the ones benchmarks/two_stage.sh made (same recipe and
@@ -42,7 +42,7 @@ for name in "${names[@]}"; do
   $PY -m rils pretrain -c shapes output_dir="$RUNS/$name" resume=latest ${OVERRIDES[$name]} > "$RUNS/$name.log" 2>&1 \
     || { echo "$name failed: see $RUNS/$name.log"; exit 1; }
   cp "$RUNS/$name/metrics.jsonl" "$RES/$name.metrics.jsonl"
-  $PY benchmarks/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json" name="$name" \
+  $PY benchmarks/studies/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json" name="$name" \
     pretrain_seconds="$(( $(date +%s) - t0 ))" overrides="${OVERRIDES[$name]}" 2>> "$RUNS/$name.log"
   echo "$name done"
 done

@@ -5,7 +5,7 @@
 #   MIM -> LiT:   mae 300 steps, then clip 300 steps with the image tower locked (init_from)
 #   MIM -> CLIP:  mae 300 steps, then clip 300 steps, everything trained (init_from)
 #   CLIP -> MIM:  clip 300 steps, then clip_target_mim 300 steps towards its frozen features (model.teacher)
-# Each run's metrics.jsonl and held-out scores (benchmarks/shapes_eval.py) are kept under
+# Each run's metrics.jsonl and held-out scores (benchmarks/studies/shapes_eval.py) are kept under
 # docs/results/two_stage/; runs whose scores exist are skipped, so a stopped run continues.
 # About 35 minutes on 2 cores. Then: python benchmarks/two_stage_table.py
 set -euo pipefail
@@ -24,7 +24,7 @@ run() {  # name overrides...
   $PY -m rils pretrain -c shapes seed="$SEED" output_dir="$RUNS/$name" resume=latest "$@" $EXTRA > "$RUNS/$name.log" 2>&1 \
     || { echo "$name failed: see $RUNS/$name.log"; exit 1; }
   cp "$RUNS/$name/metrics.jsonl" "$RES/$name.metrics.jsonl"
-  $PY benchmarks/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json" \
+  $PY benchmarks/studies/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json" \
     name="$name" seed="$SEED" pretrain_seconds="$(( $(date +%s) - t0 ))" overrides="$* $EXTRA" 2>> "$RUNS/$name.log"
   echo "$name done"
 }

@@ -85,7 +85,7 @@ for name in "${names[@]}"; do
   fi
   if [ ! -f "$RES/$name.json" ]; then
     t0=$(date +%s)
-    $PY benchmarks/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json.tmp" name="$name" \
+    $PY benchmarks/studies/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json.tmp" name="$name" \
       2>> "$RUNS/$name.log" && mv "$RES/$name.json.tmp" "$RES/$name.json"
     logline "$name" shapes_eval $(( $(date +%s) - t0 ))
   fi

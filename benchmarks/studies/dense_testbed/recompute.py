@@ -2,7 +2,7 @@
 code: mIoU / aAcc from the prediction and label PNGs (numpy), box and mask AP from the COCO results
 JSON (pycocotools). Adds the all-background labelling's mIoU, the floor a segmenter must clear.
 
-    python benchmarks/dense_testbed/recompute.py --data DIR --pred DIR --results DIR --out FILE
+    python benchmarks/studies/dense_testbed/recompute.py --data DIR --pred DIR --results DIR --out FILE
 """
 from __future__ import annotations
 

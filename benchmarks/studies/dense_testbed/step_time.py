@@ -1,10 +1,10 @@
 """Seconds per training step of `rils eval segment` and `rils eval detect` on the CPU testbed
-(docs/PERFORMANCE.md, "Dense fine-tuning"): the settings of benchmarks/dense_testbed/run.sh, a
+(docs/PERFORMANCE.md, "Dense fine-tuning"): the settings of benchmarks/studies/dense_testbed/run.sh, a
 short fine-tune of each protocol per repetition, protocols interleaved, the median of the loop's
 per-step medians over the repetitions. Evaluation is cut to one image per protocol (not timed).
 
-    python benchmarks/dense_testbed/step_time.py --checkpoint runs/demo/checkpoints/latest.pt \
-        --data runs/shapes-dense --out benchmarks/dense_testbed/results/step_time.json
+    python benchmarks/studies/dense_testbed/step_time.py --checkpoint runs/demo/checkpoints/latest.pt \
+        --data runs/shapes-dense --out benchmarks/studies/dense_testbed/results/step_time.json
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 # Resumable: a protocol whose result JSON exists is skipped; each result records the commit it ran at
 # (`git describe --dirty` in $OUT/<protocol>.commit).
 #
-#   benchmarks/dense_testbed/run.sh          # CKPT=runs/demo/checkpoints/latest.pt (make demo first)
+#   benchmarks/studies/dense_testbed/run.sh          # CKPT=runs/demo/checkpoints/latest.pt (make demo first)
 #
 # Budgets: the recipes' optimisers (lr 1e-4, layer decay 0.65/0.7) are ViT-B's over 160k (90k)
 # iterations; here a 6-block trunk gets 1,000 segmentation and 300 detection steps. A first try
@@ -15,10 +15,10 @@
 # 0.114 (results/first_try/segment.json); hence 1,000 steps at lr 1e-3 and decay 0.75. Detection kept
 # its first settings.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 CKPT=${CKPT:-runs/demo/checkpoints/latest.pt}
-OUT=${OUT:-benchmarks/dense_testbed/results}
+OUT=${OUT:-benchmarks/studies/dense_testbed/results}
 DATA=${DATA:-runs/shapes-dense}
 PRED=${PRED:-runs/dense_testbed_predictions}
 SEG_STEPS=${SEG_STEPS:-1000} DET_STEPS=${DET_STEPS:-300}
@@ -36,4 +36,4 @@ COMMON=(--checkpoint "$CKPT" --device cpu --num-workers 1 --size 64 --seed 0)
     --steps "$DET_STEPS" --batch 8 --warmup-steps 30 --fpn-channels 64 --box-head-dim 256 \
     --rpn-batch 64 --roi-batch 128 --proposals 200 --lr 4e-4 \
     --save-predictions "$PRED/detect.json" --out "$OUT/detect.json"
-$PY benchmarks/dense_testbed/recompute.py --data "$DATA" --pred "$PRED" --results "$OUT" --out "$OUT/recomputed.json"
+$PY benchmarks/studies/dense_testbed/recompute.py --data "$DATA" --pred "$PRED" --results "$OUT" --out "$OUT/recomputed.json"
