@@ -114,3 +114,42 @@ class ToyCLIP(rils.PretrainMethod):
     assert ckpt["method"] == "toy_clip" and ckpt["step"] == 2
     assert not any(k.startswith("model.decoder.") for k in ckpt["state_dict"])
     assert any(k.startswith("model.text.") for k in ckpt["state_dict"])
+
+
+BENCH = SRC.parents[1] / "benchmarks"
+
+
+def test_benchmarks_keep_their_floor_plan():
+    """Every script under benchmarks/ lives in perf/ or in a study folder (the shared scorer
+    studies/shapes_eval.py aside); every study folder has a README whose second line names the
+    document that holds its section, and each section it quotes exists there."""
+    loose = [p.name for p in BENCH.iterdir() if p.is_file()]
+    assert loose == [], f"scripts loose at benchmarks/: {loose}"
+    assert {p.name for p in BENCH.iterdir()} == {"perf", "studies"}
+    assert [p.name for p in (BENCH / "studies").iterdir() if p.is_file()] == ["shapes_eval.py"]
+    for folder in [BENCH / "perf"] + sorted(p for p in (BENCH / "studies").iterdir() if p.is_dir()):
+        readme = folder / "README.md"
+        assert readme.is_file(), f"{folder.relative_to(BENCH)} has no README.md"
+        lines = readme.read_text().splitlines()
+        assert len(lines) == 3, f"{readme.relative_to(BENCH)}: three lines, not {len(lines)}"
+        docs = re.findall(r"(docs/\w+\.md|README)", lines[1])
+        assert docs, f"{readme.relative_to(BENCH)} names no document it produces"
+        text = (SRC.parents[1] / (docs[0] if docs[0] != "README" else "README.md")).read_text()
+        for section in re.findall(r'"([^"]+)"', lines[1]):
+            assert re.search(rf"^#+ .*{re.escape(section)}", text, re.M), \
+                f"{readme.relative_to(BENCH)}: no section {section!r} in {docs[0]}"
+
+
+def test_the_package_never_imports_a_script():
+    """No module of the package imports from benchmarks/, loads a file from it or puts it on sys.path:
+    the scripts depend on the package, never the other way."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.relative_to(SRC)}:{node.lineno} imports {m}" for m in mods if m.split(".")[0] == "benchmarks"]
+        bad += [f"{path.relative_to(SRC)}: {m.group(0)}" for m in
+                re.finditer(r"(sys\.path\.\w+|spec_from_file_location|run_path|import_module)\([^)]*benchmarks[^)]*\)", text)]
+    assert bad == [], bad

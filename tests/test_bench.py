@@ -57,7 +57,7 @@ def test_performance_tables_split_machines_and_state_verdicts(tmp_path):
     import json
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("perf_tables", Path(__file__).parents[1] / "benchmarks" / "perf_tables.py")
+    spec = importlib.util.spec_from_file_location("perf_tables", Path(__file__).parents[1] / "benchmarks" / "perf" / "tables.py")
     perf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(perf)
     # goal 1.05 x 1.3 = 1.365: inside [1.30, 1.40] -> undecided; [1.20, 1.30] -> met; memory 1.35 -> missed

@@ -46,11 +46,10 @@ HEAVY = ("torch", "torchvision", "timm", "open_clip")
 
 
 def test_every_help_imports_no_torch():
-    """Issue 32.6: `rils pretrain --help`, `rils eval --help`, `rils eval zeroshot --help` took ~3 s
-    importing torch while `rils --help` took 0.02 s. Every command and sub-command (each protocol,
-    segment and detect included, `rils data shards-to-csv`, `rils viz curves`, ...) now prints its help
-    and exits 0 from `python -m rils ... --help` without importing torch, torchvision, timm or open_clip
-    (what makes help take seconds)."""
+    """Every command and sub-command (each protocol, segment and detect included, `rils data
+    shards-to-csv`, `rils viz curves`, ...) prints its help and exits 0 from `python -m rils ... --help`
+    without importing torch, torchvision, timm or open_clip, so help takes hundredths of a second, not
+    the seconds those imports cost."""
     paths = _every_command()
     assert {("pretrain",), ("eval", "zeroshot"), ("eval", "segment"), ("eval", "detect"), ("eval", "suite"),
             ("export",), ("viz", "semantic-map"), ("data", "shards-to-csv"), ("bench",)} <= set(paths)

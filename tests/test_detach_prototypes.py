@@ -1,4 +1,4 @@
-"""Issue 13: RILS's prototypes z^T (Eq. 8) are detached by default, as the official code's plain
+"""RILS's prototypes z^T (Eq. 8) are detached by default, as the official code's plain
 all_gather leaves them; `loss.detach_prototypes=false` lets L_recon train the text tower."""
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""The scripts a session with a lent GPU runs (benchmarks/gpu.sh, benchmarks/gpu_repro.sh) run their
-CPU paths here, tiny, so they cannot rot between GPU sessions."""
+"""The GPU scripts (benchmarks/perf/gpu.sh, gpu_dense.sh, benchmarks/studies/shapes/gpu_repro.sh) run their CPU
+paths here, tiny: each still runs end to end and prints its table on a machine without a GPU."""
 import json
 import os
 import subprocess
@@ -17,7 +17,7 @@ def _run(script, tmp_path, **env):
 
 
 def test_gpu_sh_cpu_path_benches_and_prints_the_table(tmp_path):
-    proc = _run("gpu.sh", tmp_path, GPU_SH_TINY="1")
+    proc = _run("perf/gpu.sh", tmp_path, GPU_SH_TINY="1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "bench_vit_nano8_32_b8_eager.json").read_text())
     assert {"rils:clip", "rils:rils", "open_clip:clip"} <= set(report["results"])
@@ -32,7 +32,7 @@ def test_gpu_sh_cpu_path_benches_and_prints_the_table(tmp_path):
 
 
 def test_gpu_repro_cpu_path_prints_the_endpoints(tmp_path):
-    proc = _run("gpu_repro.sh", tmp_path, GPU_REPRO_TINY="1")
+    proc = _run("studies/shapes/gpu_repro.sh", tmp_path, GPU_REPRO_TINY="1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for m in ("clip", "rils"):
         r = json.loads((tmp_path / "out" / f"repro_{m}.json").read_text())
@@ -43,8 +43,8 @@ def test_gpu_repro_cpu_path_prints_the_endpoints(tmp_path):
 
 
 def test_gpu_dense_cpu_path_runs_both_protocols(tmp_path):
-    """benchmarks/gpu_dense.sh, tiny on the CPU: a checkpoint, the testbed, both fine-tunes, the table."""
-    proc = _run("gpu_dense.sh", tmp_path, GPU_DENSE_TINY="1")
+    """benchmarks/perf/gpu_dense.sh, tiny on the CPU: a checkpoint, the testbed, both fine-tunes, the table."""
+    proc = _run("perf/gpu_dense.sh", tmp_path, GPU_DENSE_TINY="1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     seg = json.loads((tmp_path / "out" / "dense_segment_vit_nano8_32.json").read_text())
     det = json.loads((tmp_path / "out" / "dense_detect_vit_nano8_32.json").read_text())

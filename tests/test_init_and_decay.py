@@ -1,4 +1,4 @@
-"""Issue 13: MAE's initialize_weights for the vision trunk, decoder and θ (the official code's), and
+"""MAE's initialize_weights for the vision trunk, decoder and θ (the official code's), and
 SLIP's weight-decay rule (no decay on ndim < 2, biases, norms; embeddings and tokens decayed)."""
 import torch
 from torch import nn

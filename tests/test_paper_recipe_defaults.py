@@ -1,5 +1,5 @@
-"""Issue 13: the paper recipe does not clip gradients (clipping stays available), and the new
-loss.detach_prototypes key documents itself in `rils pretrain --help`. Issue 28: where the paper is
+"""The paper recipe does not clip gradients (clipping stays available), and the
+loss.detach_prototypes key documents itself in `rils pretrain --help`. Where the paper is
 silent, the paper recipe is the authors' trainer (SLIP's main.py): AdamW eps 1e-8, a per-step linear
 warm-up from 1e-6 and a cosine to 1e-5, step for step SLIP's `cosine_scheduler`."""
 import json

@@ -501,7 +501,7 @@ def run_compile_bench(preset: str = "vit_ti8_64", methods=("clip", "rils"), prec
     """`torch.compile` against eager, per method: two steppers built from the same seed, timed
     interleaved repetition by repetition (the ratio's bootstrap interval as `run_bench`'s); compile
     time is the first compiled step's wall time less an eager step's. Whether a compiled run still
-    resumes exactly is checked by benchmarks/compile_check.py, not here."""
+    resumes exactly is checked by benchmarks/perf/compile_check.py, not here."""
     dev = resolve_device(device)
     precision, why = resolve_precision(precision, dev)
     out = {"preset": preset, "batch": batch, "precision": precision, "precision_reason": why, "device": str(dev),

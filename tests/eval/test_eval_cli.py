@@ -91,9 +91,9 @@ def test_suite_writes_markdown_and_json(local_dir, tmp_path, capsys):
 
 
 def test_the_readme_suite_example_passes_the_suites_checks(tmp_path, monkeypatch):
-    """Issue 32.6: the suite's YAML schema was documented only in a docstring. The README's example (an
-    entry for every kind of protocol, segment and detect too) is accepted as the README says: every
-    entry reaches its protocol with its options, the top-level keys are every entry's defaults."""
+    """The README's suite example (an entry for every kind of protocol, segment and detect too) is
+    accepted as the README says: every entry reaches its protocol with its options, the top-level keys
+    are every entry's defaults."""
     import re
     from pathlib import Path
 

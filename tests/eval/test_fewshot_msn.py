@@ -1,4 +1,4 @@
-"""Issue 13: few-shot features centred and L2-normalised as MSN does; C swept on held-out shots."""
+"""Few-shot features centred and L2-normalised as MSN does; C swept on held-out shots."""
 from __future__ import annotations
 
 import numpy as np

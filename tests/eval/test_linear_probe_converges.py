@@ -1,4 +1,4 @@
-"""Issue 13: the linear probe converges - it reaches scikit-learn's logistic-regression optimum on a
+"""The linear probe converges - it reaches scikit-learn's logistic-regression optimum on a
 fixed feature set - and a tiny split no longer leaves the head at its random init."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 32.6, the result JSON says what was measured and what ran: accuracies without float32 noise,
+"""The result JSON says what was measured and what ran: accuracies without float32 noise,
 a path dataset without splits reported as "all", the linear probe's settings as run, and a chosen lr
 at the edge of the sweep flagged."""
 from __future__ import annotations

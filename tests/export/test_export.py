@@ -30,7 +30,7 @@ def test_timm_export_loads_strictly_and_matches(nano_model, tmp_path):
         meta = fh.metadata()
     assert meta["timm_model_name"] == nano_model.timm_model_name
     kwargs = json.loads(meta["timm_kwargs"])
-    # the geometry, and the preprocessing as timm's pretrained_cfg (issue 32.5: timm's data config)
+    # the geometry, and the preprocessing as timm's pretrained_cfg (timm's data config reads it)
     assert kwargs == {**nano_model.timm_kwargs, "pretrained_cfg": E.timm_pretrained_cfg(nano_model)}
     trunk = timm.create_model(meta["timm_model_name"], pretrained=False, **kwargs).eval()
     result = trunk.load_state_dict(load_file(str(path)), strict=True)

@@ -1,8 +1,7 @@
-"""Issue 32.5: the timm export used with timm's habits. `timm.create_model(name, **kwargs)` then
-`resolve_data_config({}, model=m)` gave the timm name's 224-px transform, and a 32-px model failed
-with an AssertionError on the first image; the README's snippet is the one that works (this file
-runs it); and `rils.load_model` of the export says why it has no `encode_image`: the file holds the
-trunk only (it said "pre-trained without text", for a RILS model)."""
+"""The timm export works with timm's habits: `timm.create_model(name, **kwargs)` then
+`resolve_data_config({}, model=m)` gives the export's own transform (its size, not the timm name's
+224 px), so a 32-px model runs on its first image; the README's snippet works (this file runs it);
+and `rils.load_model` of the export says why it has no `encode_image`: the file holds the trunk only."""
 from __future__ import annotations
 
 import json

@@ -90,9 +90,9 @@ def test_legend_colours_follow_the_colour_words_of_the_texts():
 
 
 def test_no_text_is_drawn_near_white_and_each_is_a_distinct_saturated_colour():
-    """Issue 32.6: texts that name no colour got light greys and "white background" #f4f4f4, so on a
-    white-background image the argmax map looked like the input. Now every text's colour is saturated
-    (or one it names, never near-white) and the texts' colours are far apart."""
+    """Every text's colour in a semantic map is saturated (or the colour it names, never near-white) and
+    the texts' colours are far apart, so on a white-background image the argmax map never looks like the
+    input."""
     import colorsys
 
     from rils.viz import text_colors

@@ -1,8 +1,8 @@
-"""Issue 32.3: the training command `rils data prepare` prints runs well on the machine it runs on.
-It named no preset, so copied verbatim on a CPU it built the paper's vit_b16 (103 s a step, an ETA of
-336 h). Without a CUDA GPU the first command is now the project's CPU recipe (configs/compare.yaml,
-vit_ti8_64, 300 steps of 64), with one the paper's recipe; the other kind's command follows, and the
-manifest keeps both, whatever machine wrote it."""
+"""The training command `rils data prepare` prints runs well on the machine it runs on (copied
+verbatim on a CPU, a command without a preset would build the paper's vit_b16: 103 s a step). Without
+a CUDA GPU the first command is the project's CPU recipe (configs/compare.yaml, vit_ti8_64, 300 steps
+of 64), with one the paper's recipe; the other kind's command follows, and the manifest keeps both,
+whatever machine wrote it."""
 from __future__ import annotations
 
 import json

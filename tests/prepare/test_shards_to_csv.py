@@ -1,5 +1,5 @@
-"""Issue 32.6: `data.unique_captions` on shards pointed to benchmarks/shards_to_csv.py, which an installed
-package does not have. `rils data shards-to-csv` does the conversion; the refusal names it."""
+"""`rils data shards-to-csv` turns webdataset shards into image files and a CSV, and the refusal of
+`data.unique_captions` on shards names that installed command."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""Issue 16.4: a file that is not an image, in an evaluation ImageFolder, is left out and counted in the
+"""A file that is not an image, in an evaluation ImageFolder, is left out and counted in the
 JSON of `rils eval`; one whose data is truncated stops the evaluation with one line; `rils viz
 semantic-map` on a file that is not an image exits 2 with one line."""
 import json

@@ -1,4 +1,4 @@
-"""Issue 8.2: every checkpoint has a sha256 sidecar checked on load; a truncated or corrupted file is
+"""Every checkpoint has a sha256 sidecar checked on load; a truncated or corrupted file is
 refused with a message that says so and `resume=latest` falls back to the newest good one; loading
 never runs pickled code."""
 import hashlib

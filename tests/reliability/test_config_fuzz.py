@@ -1,4 +1,4 @@
-"""Issue 8.6: whatever the recipe and the key=value overrides, the config parser either returns a
+"""Whatever the recipe and the key=value overrides, the config parser either returns a
 Config or raises ConfigError with a one-line message; the `rils pretrain` command turns every invalid
 input into exit status 2 and one line on stderr, never a traceback."""
 import contextlib

@@ -1,4 +1,4 @@
-"""Issue 16.3: data that yields nothing is bad input said in one line with the reasons (exit 2); a missing
+"""Data that yields nothing is bad input said in one line with the reasons (exit 2); a missing
 file is `missing_file`, counted once; the console shows the skip counts when they change; a long run of
 unreadable samples mid-run stops with one line (exit 1), not a loader worker's traceback."""
 import sys

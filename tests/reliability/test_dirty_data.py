@@ -1,4 +1,4 @@
-"""Issue 8.5: dirty data at volume. 1,000 samples, 10% broken in ten ways: training runs to the end,
+"""Dirty data at volume. 1,000 samples, 10% broken in ten ways: training runs to the end,
 every skipped sample is counted by reason, and per epoch samples trained on + samples skipped =
 samples in the shards. Awkward but valid samples (CMYK, 16-bit, a PNG named .jpg, a 10,000-character
 caption, ...) are trained on, not skipped. A property test throws random bytes and captions at the

@@ -1,4 +1,4 @@
-"""Issue 8.3: a checkpoint that cannot be written (disk full, read-only or vanished folder) leaves the
+"""A checkpoint that cannot be written (disk full, read-only or vanished folder) leaves the
 previous one byte-identical, and the error names the path; in training it stops the run (exit 1, one
 line) and `resume=latest` continues from the previous checkpoint. Tests run as root, which ignores
 permissions, so the failures are injected (ENOSPC mid-write, EROFS at the rename, ...)."""

@@ -1,4 +1,4 @@
-"""Issue 8.1: a step with a non-finite loss or gradient changes no weight and no optimiser state, is
+"""A step with a non-finite loss or gradient changes no weight and no optimiser state, is
 logged (`skipped_steps`), and still counts as a step; `train.max_bad_steps` in a row stop the run with a
 one-line error and a non-zero exit, leaving the last good checkpoint as it was. Under DDP every rank
 takes the same decision."""

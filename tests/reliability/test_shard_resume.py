@@ -1,4 +1,4 @@
-"""Issue 16.7: exact resume on webdataset shards without decoding the samples already used. A checkpoint
+"""Exact resume on webdataset shards without decoding the samples already used. A checkpoint
 records where each worker's stream stands (pass, outputs of its shuffle buffer); the resumed stream
 replays the buffer's draws over positions, reads only the samples that sat in the buffer and the rest,
 and yields exactly the batches the interrupted run would have. Shard sample counts come from

@@ -1,4 +1,4 @@
-"""Issue 16.2: SIGTERM (a scheduler's preemption) saves a checkpoint at the next step boundary on every
+"""SIGTERM (a scheduler's preemption) saves a checkpoint at the next step boundary on every
 rank, like Ctrl-C, and the command exits with status 143; `resume=latest` continues from it."""
 import json
 import os
@@ -75,9 +75,9 @@ def test_sigterm_to_torchrun_saves_on_every_rank_and_resume_continues(tmp_path):
 
 @pytest.mark.parametrize("accum", [1, 2])
 def test_sigterm_during_a_step_stops_at_the_end_of_that_step(tmp_path, monkeypatch, accum):
-    """Issue 32.6: a SIGTERM that arrived while a step ran was acted on only after the *next* step (its
-    flag was read before the step began). Sent from inside step 3's forward pass (its first micro-batch
-    with accumulation), the run now saves at step 3 and exits 143, and step 3 is the last one logged."""
+    """A SIGTERM that arrives while a step runs is acted on at the end of that step, not the next one:
+    sent from inside step 3's forward pass (its first micro-batch with accumulation), the run saves at
+    step 3 and exits 143, and step 3 is the last one logged."""
     def on_call(n, method):   # n counts micro-batches
         if n == 2 * accum + 1:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Issue 16.6: shards that cannot be read are reported on the console at once (the first error of each),
+"""Shards that cannot be read are reported on the console at once (the first error of each),
 and after a bounded number of them in a row the run stops with one line and exit status 1, in seconds,
 instead of minutes of silence and "ran dry"."""
 import sys

@@ -1,4 +1,4 @@
-"""Issue 8.4: under `torchrun --max-restarts=1`, a worker killed mid-run makes torchrun restart the
+"""Under `torchrun --max-restarts=1`, a worker killed mid-run makes torchrun restart the
 group, which resumes from the latest checkpoint (`resume=latest`) and finishes."""
 import json
 import os

@@ -35,7 +35,8 @@ def test_bad_overrides_exit_2_naming_the_key(overrides, key, capsys, tmp_path):
     ("resume_override=[train.lrr]", "train.lr"),
 ])
 def test_an_unknown_key_suggests_the_nearest_one(override, suggestion, capsys, tmp_path):
-    """Issue 32.6: `train.batchsize=...` was refused without "did you mean train.batch_size"."""
+    """An unknown key is refused in one line that ends with the nearest known key ("did you mean
+    train.batch_size?" for `train.batchsize=...`)."""
     assert main(["pretrain", "-c", "demo", f"output_dir={tmp_path}", override]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.endswith(f"(did you mean {suggestion}?)"), err

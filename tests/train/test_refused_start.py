@@ -1,6 +1,6 @@
-"""Issue 32.4: bad input stops `pretrain` with one line and exit status 2 and leaves no half-made run
+"""Bad input stops `pretrain` with one line and exit status 2 and leaves no half-made run
 folder: `logging.wandb=true` with neither a W&B API key nor offline mode is refused before the folder
-is made (it was a 30-line traceback, exit 1, config.yaml and checkpoints/ left behind), and a start
+is made, and a start
 refused after making the folder (a missing CSV, data too small for a step) takes back what it made,
 never what was there before. No test touches the network: the check only reads files and the
 environment."""

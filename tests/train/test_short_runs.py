@@ -1,4 +1,4 @@
-"""Issue 32.3: the paper recipe is no trap for a short run. `pretrain` warns in one line when the
+"""The paper recipe is no trap for a short run. `pretrain` warns in one line when the
 warm-up does not end before the run or the scaled lr is below 1e-5, naming the key that fixes it; and
 `data.workers` from a recipe is capped at this machine's CPUs (paper_b16's 8 on a 2-core machine made
 PyTorch warn on every run), while `pretrain --help` says so."""

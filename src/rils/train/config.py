@@ -260,7 +260,7 @@ PAPER_RECIPE = "paper_b16"   # `-c METHOD` is this recipe with method=METHOD, ou
 # Table 9's two-stage recipes, as the paper recipe's second stage: (first-stage method, what the
 # second stage sets, the key that names the first stage's run). The first stage is a plain run
 # (`-c mae`, `-c clip`); the split of the budget between the stages is the user's (the paper gives
-# none; benchmarks/two_stage.sh halves it).
+# none; benchmarks/studies/two_stage/run.sh halves it).
 TWO_STAGE = {
     "mim_to_lit": ("mae", {"method": "clip", "model": {"lock_image": True}}, "init_from"),
     "mim_to_clip": ("mae", {"method": "clip"}, "init_from"),

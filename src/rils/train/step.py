@@ -68,7 +68,7 @@ def compile_for_training(net, device: torch.device, mode: str = "default"):
     deterministic algorithms: without them inductor's C++ kernels accumulate some backward ops
     (index-put and scatter adds, such as the token embedding's gradient) with parallel atomic adds,
     whose order changes from run to run, so two compiled runs end with different weights and a
-    resumed one cannot match the uninterrupted run (benchmarks/compile_check.py; eager CPU kernels
+    resumed one cannot match the uninterrupted run (benchmarks/perf/compile_check.py; eager CPU kernels
     are deterministic already). On CUDA the setting is left to the user: it would need
     CUBLAS_WORKSPACE_CONFIG and slows atomics-based kernels, and eager CUDA is not bitwise either."""
     if mode not in COMPILE_MODES:

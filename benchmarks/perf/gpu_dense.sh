@@ -4,13 +4,13 @@
 # on the shapes-dense testbed, `rils eval segment` (UperNet, ADE20K layout) and `rils eval detect`
 # (ViTDet Mask R-CNN, COCO layout), in bf16 at the recipes' batch sizes; keeps each result JSON
 # (metrics, seconds per step) in $OUT.
-#   on a CUDA machine (after benchmarks/gpu.sh's install, or with rils installed):  bash benchmarks/gpu_dense.sh
-#   CPU path (tests):  GPU_DENSE_TINY=1 benchmarks/gpu_dense.sh
+#   on a CUDA machine (after benchmarks/perf/gpu.sh's install, or with rils installed):  bash benchmarks/perf/gpu_dense.sh
+#   CPU path (tests):  GPU_DENSE_TINY=1 benchmarks/perf/gpu_dense.sh
 # Each command is capped by `timeout`, so the script ends in time; what finished is kept.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
-OUT=${OUT:-benchmarks/results/gpu}
+OUT=${OUT:-benchmarks/perf/results/gpu}
 RUNS=${RUNS:-runs/gpu_dense}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

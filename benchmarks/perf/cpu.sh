@@ -4,12 +4,12 @@
 # ATEN_CPU_CAPABILITY / MKL / oneDNN, where bf16 is emulated, as on most laptops). Each `rils bench`
 # measures our CLIP and RILS steps and open_clip's CLIP step interleaved, repeating until every
 # ratio's bootstrap 95 % interval is within ±0.03 or the time cap. Results whose JSON exists are
-# skipped, so the script continues where a stopped session left off. Needs an otherwise idle machine.
-#   benchmarks/cpu.sh [native|avx2 ...]     (default: both)
+# skipped, so a stopped run of the script continues where it left off. Needs an otherwise idle machine.
+#   benchmarks/perf/cpu.sh [native|avx2 ...]     (default: both)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-OUT=benchmarks/results
+OUT=benchmarks/perf/results
 CAP=${CAP:-300}   # seconds of repetitions per bench at most
 mkdir -p "$OUT"
 
@@ -55,8 +55,8 @@ for kind in "${@:-native avx2}"; do
       [ -f "$OUT/compile_${k}_vit_ti8_64_bf16.json" ] || \
         $PY -m rils bench --compile-ratio --preset vit_ti8_64 --batch 64 --precision bf16 --steps 3 --repeats 4 \
           --out "$OUT/compile_${k}_vit_ti8_64_bf16.json"
-      [ -f "$OUT/compile_check.json" ] || $PY benchmarks/compile_check.py clip rils
+      [ -f "$OUT/compile_check.json" ] || $PY benchmarks/perf/compile_check.py clip rils
     fi
   done
 done
-$PY benchmarks/perf_tables.py
+$PY benchmarks/perf/tables.py

@@ -1,4 +1,4 @@
-"""The pre-registered verdicts (docs/RESULTS.md, "Pre-registered") from docs/results/shapes/*.json:
+"""The pre-registered verdicts (docs/RESULTS.md, "Pre-registered") from benchmarks/studies/shapes/results/*.json:
 per-seed values of each primary endpoint, the mean paired difference RILS - CLIP and RILS - MAE+CLIP
 with a 95 % bootstrap interval over seeds (10,000 resamples, seeded), and the verdict: holds (interval
 above 0), refuted (below 0) or undecided. CLIP's final in-batch accuracy decides whether a seed tests
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-RES = Path("docs/results/shapes")
+RES = Path("benchmarks/studies/shapes/results")
 ENDPOINTS = [("zeroshot_top1", "zero-shot top-1, mean of shape and colour"),
              ("retrieval_i2t_r1", "retrieval i→t R@1 (held-out)"),
              ("patchseg_color_miou", "colour patch-seg mIoU")]

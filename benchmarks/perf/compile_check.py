@@ -5,8 +5,8 @@ STEPS/2; run A2 the same as A again (is a compiled run repeatable at all?); run 
 from A's middle checkpoint in a fresh folder; run C eager. Exact resume holds when B's final weights
 equal A's bit for bit; A2 against A says whether a difference comes from resuming or from compiled
 training itself; C's per-step losses against A's show what compiling changes numerically.
-Writes benchmarks/results/compile_check.json.
-Usage: python benchmarks/compile_check.py [METHOD ...]   (default: clip rils)"""
+Writes benchmarks/perf/results/compile_check.json.
+Usage: python benchmarks/perf/compile_check.py [METHOD ...]   (default: clip rils)"""
 import json
 import sys
 import tempfile

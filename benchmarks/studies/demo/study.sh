@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The study behind the demo recipe (README, "make demo"): each line trains and scores one variant
-# with `rils demo` and keeps its results.json as docs/results/demo_study/NAME.json. Variants whose
+# with `rils demo` and keeps its results.json as benchmarks/studies/demo/results/study/NAME.json. Variants whose
 # JSON exists are skipped, so an interrupted study continues where it stopped.
-#   benchmarks/demo_study.sh [NAME ...]     (default: every variant below)
+#   benchmarks/studies/demo/study.sh [NAME ...]     (default: every variant below)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 PRECISION=${PRECISION:-fp32}   # fp32 as an AVX2 laptop runs it; PRECISION=auto is faster where bf16 is native
-RES=docs/results/demo_study
+RES=benchmarks/studies/demo/results/study
 mkdir -p "$RES"
 declare -A VARIANTS=(
   [p64_single_colorless50_s300]="model.preset=vit_ti8_64 data.demo_max_shapes=1 data.demo_colorless_captions=0.5 train.max_steps=300 train.lr=1e-3 train.warmup_steps=30"

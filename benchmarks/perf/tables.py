@@ -1,14 +1,14 @@
-"""Render benchmarks/results/*.json (from `rils bench` and benchmarks/compile_check.py) as the tables
+"""Render benchmarks/perf/results/*.json (from `rils bench` and benchmarks/perf/compile_check.py) as the tables
 of docs/PERFORMANCE.md, between its `perf:begin/end` markers (the prose around them is kept): one
 section per kind of machine (the instruction set is in each report's machine line), the goals of
 the performance issue with their bootstrap intervals and verdicts first.
-Usage: python benchmarks/perf_tables.py"""
+Usage: python benchmarks/perf/tables.py"""
 import json
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from rils.bench import verdict  # noqa: E402  (met / missed / undecided from an interval)
 
 FLOP_SLACK = 1.05      # RILS step <= 1.05 x (its FLOP ratio) x CLIP step
@@ -107,7 +107,7 @@ def render(results: Path = RESULTS) -> str:
             steps[f.name] = r
             s["goals"] += goals_for(r, f.name)
             s["body"] += [f"#### `{f.name}`", "", step_table(r), ""]
-    # benchmarks/gpu.sh's runs, one folder per run (device and commit in its name)
+    # benchmarks/perf/gpu.sh's runs, one folder per run (device and commit in its name)
     for f in sorted(results.glob("gpu/*/bench_*.json")):
         r, name = _load(f), f"gpu/{f.parent.name}/{f.name}"
         r.setdefault("compile", "_compile" in f.name)   # reports before the key: gpu.sh names the file
@@ -175,7 +175,7 @@ def render(results: Path = RESULTS) -> str:
 
 
 def main():
-    doc = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "PERFORMANCE.md"
     begin, end = "<!-- perf:begin -->", "<!-- perf:end -->"
     text = doc.read_text() if doc.exists() else f"# Performance\n\n{begin}\n{end}\n"
     head, rest = text.split(begin, 1)

@@ -1,5 +1,5 @@
-"""Build the tables and plots of docs/RESULTS.md from docs/results/*.json and *.jsonl (written by
-benchmarks/reproduce.sh). Only the part between the `results:begin/end` markers is rewritten; the
+"""Build the tables and plots of docs/RESULTS.md from results/*.json and *.jsonl beside this script (written by
+benchmarks/studies/compare/run.sh). Only the part between the `results:begin/end` markers is rewritten; the
 prose around it is kept."""
 import json
 import statistics
@@ -10,8 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-RES = DOCS / "results"
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parents[2] / "docs"
+RES = HERE / "results"
+PATCHSEG = HERE.parent / "patchseg" / "results"   # benchmarks/studies/patchseg/run.sh's records
 ORDER = ["mae", "clip", "slip", "mae_clip", "rils_prototypes", "rils"]
 NAMES = {"mae": "MAE (RILS recipe)", "clip": "CLIP", "slip": "SLIP", "mae_clip": "MAE+CLIP", "rils": "RILS",
          "rils_prototypes": "RILS, learnable prototypes (Table 10)"}
@@ -63,7 +65,7 @@ def tables(runs):
     seeds = {m: sorted(runs[m]) for m in methods}
     out += ["Each cell: mean ± sample standard deviation over pre-training seeds (seed count in the first table); "
             "a single number is one seed. Ours: `vit_ti8_64`, 300 steps x 64 on openclipart + Fashion-MNIST "
-            "(docs/results/). Paper: ViT-B/16, 25 epochs on LAION-20M — different data, model and budget, "
+            "(benchmarks/studies/compare/results/). Paper: ViT-B/16, 25 epochs on LAION-20M — different data, model and budget, "
             "shown for the direction of the differences only.", ""]
 
     out += ["### Linear probe (layout of Table 1)", "",
@@ -119,12 +121,12 @@ def patchseg_table():
             "Each model pre-trained with the `demo` recipe (300 steps x 64 on the embedded shapes corpus, "
             "`vit_ti8_64`); every patch labelled by the argmax of p (Eq. 8) over class prompts, upsampled to "
             "pixels, scored against the renderer's masks on the 1,000 held-out images "
-            "(`benchmarks/patchseg.sh`). Classes: background + 6 shape kinds, or background + 6 colours.", "",
+            "(`benchmarks/studies/patchseg/run.sh`). Classes: background + 6 shape kinds, or background + 6 colours.", "",
             "| method | shape mIoU | shape pixel acc. | colour mIoU | colour mean acc. | zero-shot top-1 shape / colour |",
             "|---|---:|---:|---:|---:|---:|"]
     found = False
     for m in ("clip", "mae_clip", "rils"):
-        files = {t: RES / f"patchseg_{m}_{t}.json" for t in ("shape", "color", "zeroshot_shape", "zeroshot_color")}
+        files = {t: PATCHSEG / f"patchseg_{m}_{t}.json" for t in ("shape", "color", "zeroshot_shape", "zeroshot_color")}
         if not all(f.exists() for f in files.values()):
             continue
         found = True
@@ -154,13 +156,13 @@ def plot(runs):
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(DOCS / "results" / "curves.png", dpi=110)
+    fig.savefig(RES / "curves.png", dpi=110)
 
 
 def main():
     runs = load_runs()
     plot(runs)
-    body = tables(runs) + "\n\n![training curves, seed 0](results/curves.png)\n\n" + patchseg_table() + "\n"
+    body = tables(runs) + "\n\n![training curves, seed 0](../benchmarks/studies/compare/results/curves.png)\n\n" + patchseg_table() + "\n"
     doc = DOCS / "RESULTS.md"
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     text = doc.read_text() if doc.exists() else f"# Results\n\n{begin}\n{end}\n"

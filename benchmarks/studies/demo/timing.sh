@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # `make demo` as a new user runs it: a fresh clone, a fresh venv (torch from the local wheel or
 # TORCH_SPEC), the demo; wall times of the install and of the demo go to
-# docs/results/demo_timing_<KIND>.json with the demo's results.json.
-#   benchmarks/demo_timing.sh native   # this CPU as it is
-#   benchmarks/demo_timing.sh avx2     # this CPU capped to AVX2 (aten, MKL, oneDNN): a laptop without bf16
+# benchmarks/studies/demo/results/demo_timing_<KIND>.json with the demo's results.json.
+#   benchmarks/studies/demo/timing.sh native   # this CPU as it is
+#   benchmarks/studies/demo/timing.sh avx2     # this CPU capped to AVX2 (aten, MKL, oneDNN): a laptop without bf16
 set -euo pipefail
 KIND=${1:-native}
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 WORK=$(mktemp -d /tmp/rils-demo-timing.XXXXXX)
 # the working tree as it is (tracked and untracked, not ignored files), as a fresh clone would hold it
 mkdir -p "$WORK/rils"
@@ -20,7 +20,7 @@ make install > "$WORK/install.log" 2>&1
 t1=$(date +%s.%N)
 make demo > "$WORK/demo.log" 2>&1
 t2=$(date +%s.%N)
-python3 - "$REPO/docs/results/demo_timing_$KIND.json" "$KIND" "$t0" "$t1" "$t2" runs/demo/results.json "$WORK/demo.log" <<'PY'
+python3 - "$REPO/benchmarks/studies/demo/results/demo_timing_$KIND.json" "$KIND" "$t0" "$t1" "$t2" runs/demo/results.json "$WORK/demo.log" <<'PY'
 import json, subprocess, sys
 out, kind, t0, t1, t2, results, log = sys.argv[1:]
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True, text=True).stdout.strip()

@@ -3,7 +3,7 @@ the host wait for the device, and a GPU's queue then runs dry while the host lau
 Counted with torch.cuda.set_sync_debug_mode("warn") over one step after a warm-up step; the sites in
 our code are printed with their counts. Writes JSON.
 
-    python benchmarks/cuda_syncs.py OUT.json [--preset vit_b16] [--batch 64] [--methods clip rils]
+    python benchmarks/perf/cuda_syncs.py OUT.json [--preset vit_b16] [--batch 64] [--methods clip rils]
 """
 import argparse
 import collections

@@ -39,7 +39,7 @@ def main():
         ret = evaluate_retrieval(m, tok, tf, load_dataset(args.retrieval_csv, "val", kind="retrieval"),
                                  precision="auto", **extract)
         out["retrieval"] = ret["metrics"]
-    # The probe's defaults (issue 13): SGD at batch 1024, >= 90 epochs and 1,000 steps, lr swept on held-out train.
+    # The probe's defaults (docs/RESULTS.md, "Probes since 2026-11-29"): SGD at batch 1024, >= 90 epochs and 1,000 steps, lr swept on held-out train.
     lin = evaluate_linear(m, tf, Subset(train, idx), test, precision="auto", progress=False,
                           **{k: v for k, v in extract.items() if k != "progress"})
     out["linear"] = lin

@@ -1,13 +1,13 @@
-"""The real-data testbed's table (docs/RESULTS.md) from docs/results/realdata/*.json and metrics.jsonl:
+"""The real-data testbed's table (docs/RESULTS.md) from benchmarks/studies/realdata/results/*.json and metrics.jsonl:
 Fashion-MNIST test zero-shot, linear probe (10,000 train images) and 10-shot top-1, openclipart val
 retrieval R@1, and from training: the final in-batch image-to-text accuracy and the share of a batch
-in RILS's set C (mean of the last 5 logged steps). Usage: python benchmarks/realdata_table.py"""
+in RILS's set C (mean of the last 5 logged steps). Usage: python benchmarks/studies/realdata/table.py"""
 import json
 from pathlib import Path
 
 import numpy as np
 
-RES = Path("docs/results/realdata")
+RES = Path("benchmarks/studies/realdata/results")
 CSV = Path("data/realdata/train.csv")
 # Fashion-MNIST captions name the class in varied wording; the class word, in matching order
 # ("t-shirt" before "shirt"; "top" is the t-shirt class's other name).

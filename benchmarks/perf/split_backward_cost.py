@@ -3,7 +3,7 @@
 process; prints and writes the median ratio split/plain with a bootstrap 95 % interval. Memory is not
 measured here (`rils bench` measures it in fresh processes).
 
-    python benchmarks/split_backward_cost.py PRESET BATCH PRECISION [REPEATS] > benchmarks/results/FILE.json
+    python benchmarks/perf/split_backward_cost.py PRESET BATCH PRECISION [REPEATS] > benchmarks/perf/results/FILE.json
 """
 import json
 import sys

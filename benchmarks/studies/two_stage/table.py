@@ -1,9 +1,9 @@
-"""The Table 9 layout from docs/results/two_stage/*.json (benchmarks/two_stage.sh), as Markdown."""
+"""The Table 9 layout from benchmarks/studies/two_stage/results/*.json (benchmarks/studies/two_stage/run.sh), as Markdown."""
 import json
 import sys
 from pathlib import Path
 
-RES = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/two_stage")
+RES = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/studies/two_stage/results")
 FIRST = {"mim_to_lit": "mae_stage1", "mim_to_clip": "mae_stage1", "clip_to_mim": "clip_stage1"}
 ROWS = [("MAE", "mae"), ("CLIP", "clip"), ("MIM→LiT", "mim_to_lit"), ("MIM→CLIP", "mim_to_clip"),
         ("CLIP→MIM", "clip_to_mim"), ("RILS (E2E)", "rils")]

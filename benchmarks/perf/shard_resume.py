@@ -8,9 +8,9 @@ Writes 10 shards of 1,000 samples (96 px JPEG + caption), then times, on this ra
   replay_s           the same resume the old way (read, decode and drop 90 batches), to its first batch
 with and without a `sizes.json` next to the shards (resume_s: median of 3; epoch_s: the faster of the
 two epochs, as the machine may be shared), and checks that the resumed batches are exactly batches
-90..99 of the uninterrupted epoch. The goal (issue 16.7): resume_s < 5% of epoch_s.
+90..99 of the uninterrupted epoch. The goal: resume_s < 5% of epoch_s.
 
-    .venv/bin/python benchmarks/shard_resume.py [--out benchmarks/results/shard_resume.json]
+    .venv/bin/python benchmarks/perf/shard_resume.py [--out benchmarks/perf/results/shard_resume.json]
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one script a session with a lent GPU runs (docs/PERFORMANCE.md), in about 8 minutes on an H200:
+# The GPU benchmarks behind docs/PERFORMANCE.md, for a machine with one CUDA GPU, in about 8 minutes on an H200:
 #   1. install from the repo with no network: the package from src/; open_clip, ftfy, webdataset and
 #      the timm this checkout is tested with from wheels carried in .gpu_wheels/, faster-coco-eval for
 #      the dense smoke run (the device image
@@ -9,22 +9,22 @@
 #   2. rils bench, vit_b16, CLIP and RILS (and open_clip's CLIP) in bf16 at batch 256 and 128, eager
 #      and torch.compile (open_clip's step compiled too, as its trainer's --torchcompile does): images/s,
 #      MFU against the device's bf16 peak, peak memory, and an operator profile of one more step of
-#      each timed step (compiled ones too, at no second compile; all in one profiles_*.txt, as the
-#      device tool brings back at most 8 files). Each bench is capped by `timeout` (BENCH_CAP s) and
+#      each timed step (compiled ones too, at no second compile; all in one profiles_*.txt, so a
+#      run leaves few files). Each bench is capped by `timeout` (BENCH_CAP s) and
 #      none starts after DEADLINE s, so the script ends in time and what finished is kept (most
-#      important first); and the host-device synchronisations of one step (benchmarks/cuda_syncs.py).
+#      important first); and the host-device synchronisations of one step (benchmarks/perf/cuda_syncs.py).
 #      A run "B:graphs" (not in the default RUNS_) is "B:compile" replayed as CUDA graphs (compile
 #      mode reduce-overhead);
-#   3. with REPRO=1, benchmarks/gpu_repro.sh (CLIP vs RILS on the shapes corpus);
-#   4. with DENSE=1, benchmarks/gpu_dense.sh (the dense protocols at 512 px on ViT-B/16, a few
+#   3. with REPRO=1, benchmarks/studies/shapes/gpu_repro.sh (CLIP vs RILS on the shapes corpus);
+#   4. with DENSE=1, benchmarks/perf/gpu_dense.sh (the dense protocols at 512 px on ViT-B/16, a few
 #      hundred iterations each: about 3-5 minutes more).
-# Outputs go to $OUT (the device tool brings them back); the summary table is printed last.
+# Outputs go to $OUT; the summary table is printed last.
 #
-#   here, once (network):  benchmarks/gpu.sh --prepare        # wheels into .gpu_wheels/ (git-ignored)
-#   on the device:         bash benchmarks/gpu.sh               # run with carry [".gpu_wheels"]
-#   CPU path (tests):      GPU_SH_TINY=1 benchmarks/gpu.sh      # vit_nano8_32 on the CPU, seconds
+#   with network, once:    benchmarks/perf/gpu.sh --prepare        # wheels into .gpu_wheels/ (git-ignored)
+#   on the GPU machine:    bash benchmarks/perf/gpu.sh               # copy .gpu_wheels/ along with the checkout
+#   CPU path (tests):      GPU_SH_TINY=1 benchmarks/perf/gpu.sh      # vit_nano8_32 on the CPU, seconds
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 WHEELS=.gpu_wheels
 if [ "${1:-}" = "--prepare" ]; then
   # the versions this checkout is tested with (the ones in .venv), so the device runs the same code
@@ -34,11 +34,11 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 PY=${PY:-python3}
-OUT=${OUT:-benchmarks/results/gpu}
+OUT=${OUT:-benchmarks/perf/results/gpu}
 mkdir -p "$OUT"
 SITE=$(mktemp -d)
 if ! $PY -c "import open_clip, ftfy, faster_coco_eval" 2>/dev/null; then
-  ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "no open_clip here and no wheels in $WHEELS: run benchmarks/gpu.sh --prepare first, and carry $WHEELS"; exit 2; }
+  ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "no open_clip here and no wheels in $WHEELS: run benchmarks/perf/gpu.sh --prepare first, and carry $WHEELS"; exit 2; }
   $PY -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl
 fi
 export PYTHONPATH="$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -50,7 +50,7 @@ if [ -n "${GPU_SH_TINY:-}" ]; then   # the CPU path: same commands, tiny sizes
 else
   PRESET=${PRESET:-vit_b16} DEVICE=cuda PRECISION=bf16 STEPS=${STEPS:-10} WARMUP=${WARMUP:-5}
   # batch:what, most important first; the eager runs before the compiled ones, since compiling the
-  # three models from a cold cache took over 200 s on an H200 (benchmarks/results/gpu/h200_9a4be0a/gpu_log.txt)
+  # three models from a cold cache took over 200 s on an H200 (benchmarks/perf/results/gpu/h200_9a4be0a/gpu_log.txt)
   RUNS_=${RUNS_:-"64:syncs 256:eager 128:eager 256:compile 128:compile"}
 fi
 BENCH_CAP=${BENCH_CAP:-300} DEADLINE=${DEADLINE:-180}   # so the last bench ends by 480 s
@@ -79,7 +79,7 @@ for run in $RUNS_; do
   if [ $(( $(date +%s) - START )) -gt "$DEADLINE" ]; then echo "== skip $PRESET batch $b $c: past ${DEADLINE}s"; continue; fi
   echo "== $c $PRESET batch $b ($(( $(date +%s) - START ))s)"
   if [ "$c" = syncs ]; then     # host-device synchronisations in one step, per method, and where
-    timeout -s KILL 60 $PY benchmarks/cuda_syncs.py "$OUT/syncs_${PRESET}.json" --preset "$PRESET" --batch "$b" \
+    timeout -s KILL 60 $PY benchmarks/perf/cuda_syncs.py "$OUT/syncs_${PRESET}.json" --preset "$PRESET" --batch "$b" \
         || echo "sync count failed or passed its 60s cap"
     continue
   fi
@@ -92,8 +92,8 @@ for run in $RUNS_; do
   [ -f "$SITE/profile.txt" ] && { echo "#### $PRESET batch $b $c"; cat "$SITE/profile.txt"; } >> "$OUT/profiles_${PRESET}.txt"
   rm -f "$SITE/profile.txt"
 done
-[ "${REPRO:-0}" = 1 ] && { bash benchmarks/gpu_repro.sh || echo "gpu_repro.sh failed"; }
-[ "${DENSE:-0}" = 1 ] && { bash benchmarks/gpu_dense.sh || echo "gpu_dense.sh failed"; }
+[ "${REPRO:-0}" = 1 ] && { bash benchmarks/studies/shapes/gpu_repro.sh || echo "gpu_repro.sh failed"; }
+[ "${DENSE:-0}" = 1 ] && { bash benchmarks/perf/gpu_dense.sh || echo "gpu_dense.sh failed"; }
 
 $PY - "$OUT" <<'PY'
 import json, sys

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The pre-registered comparison on the shapes testbed (docs/RESULTS.md, "Pre-registered"): every run
 # is `rils pretrain -c shapes method=M seed=S` (plus an ablation's override), scored by
-# benchmarks/studies/shapes_eval.py; metrics.jsonl and scores are kept in docs/results/shapes/NAME.* as each
-# run finishes. Runs whose scores exist are skipped, so the study continues across sessions (about
+# benchmarks/studies/shapes_eval.py; metrics.jsonl and scores are kept in benchmarks/studies/shapes/results/NAME.* as each
+# run finishes. Runs whose scores exist are skipped, so the study resumes where it stopped (about
 # 8 minutes per run on 2 idle cores; the order below puts the primary endpoints' runs first).
-# The seed-0 runs of clip, rils and mae are the ones benchmarks/two_stage.sh made (same recipe and
-# seed), copied rather than trained again. Then: python benchmarks/shapes_verdict.py
-#   benchmarks/shapes_study.sh [NAME ...]     (default: all, in order)
+# The seed-0 runs of clip, rils and mae are the ones benchmarks/studies/two_stage/run.sh made (same recipe and
+# seed), copied rather than trained again. Then: python benchmarks/studies/shapes/verdict.py
+#   benchmarks/studies/shapes/run.sh [NAME ...]     (default: all, in order)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/shapes}
-RES=${RES:-docs/results/shapes}
+RES=${RES:-benchmarks/studies/shapes/results}
 mkdir -p "$RUNS" "$RES"
 
 declare -A OVERRIDES
@@ -32,10 +32,10 @@ for name in "${names[@]}"; do
   [ -n "${OVERRIDES[$name]:-}" ] || { echo "unknown run $name"; exit 2; }
   [ -f "$RES/$name.json" ] && { echo "skip $name (done)"; continue; }
   base=${name%_s0}
-  if [ "$base" != "$name" ] && [ -f "docs/results/two_stage/$base.json" ] && [[ " clip rils mae " == *" $base "* ]]; then
-    cp "docs/results/two_stage/$base.json" "$RES/$name.json"
-    cp "docs/results/two_stage/$base.metrics.jsonl" "$RES/$name.metrics.jsonl"
-    echo "$name: taken from docs/results/two_stage/$base.json"; continue
+  if [ "$base" != "$name" ] && [ -f "benchmarks/studies/two_stage/results/$base.json" ] && [[ " clip rils mae " == *" $base "* ]]; then
+    cp "benchmarks/studies/two_stage/results/$base.json" "$RES/$name.json"
+    cp "benchmarks/studies/two_stage/results/$base.metrics.jsonl" "$RES/$name.metrics.jsonl"
+    echo "$name: taken from benchmarks/studies/two_stage/results/$base.json"; continue
   fi
   t0=$(date +%s)
   # shellcheck disable=SC2086

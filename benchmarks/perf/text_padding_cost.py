@@ -6,10 +6,10 @@ content does not change the step's cost); the captions are the corpus's own, tok
 tokenises them. Prints and writes each method's median ratio trimmed/full with a bootstrap 95 %
 interval, and the batch's caption lengths.
 
-    python benchmarks/text_padding_cost.py PRESET BATCH PRECISION CORPUS [REPEATS] > benchmarks/results/FILE.json
+    python benchmarks/perf/text_padding_cost.py PRESET BATCH PRECISION CORPUS [REPEATS] > benchmarks/perf/results/FILE.json
 
 CORPUS: `demo` (the demo's shapes captions) or `openclipart` (data/realdata/openclipart.csv, which
-benchmarks/realdata_study.sh prepares from the Debian packages).
+benchmarks/studies/realdata/run.sh prepares from the Debian packages).
 """
 import csv
 import json

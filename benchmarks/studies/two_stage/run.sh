@@ -6,13 +6,13 @@
 #   MIM -> CLIP:  mae 300 steps, then clip 300 steps, everything trained (init_from)
 #   CLIP -> MIM:  clip 300 steps, then clip_target_mim 300 steps towards its frozen features (model.teacher)
 # Each run's metrics.jsonl and held-out scores (benchmarks/studies/shapes_eval.py) are kept under
-# docs/results/two_stage/; runs whose scores exist are skipped, so a stopped run continues.
-# About 35 minutes on 2 cores. Then: python benchmarks/two_stage_table.py
+# benchmarks/studies/two_stage/results/; runs whose scores exist are skipped, so a stopped run continues.
+# About 35 minutes on 2 cores. Then: python benchmarks/studies/two_stage/table.py
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/two_stage}
-RES=${RES:-docs/results/two_stage}
+RES=${RES:-benchmarks/studies/two_stage/results}
 SEED=${SEED:-0}
 EXTRA=${EXTRA:-}   # more overrides for every run (CI: a tiny budget)
 mkdir -p "$RUNS" "$RES"

@@ -3,9 +3,9 @@
 # with the same demo recipe and budget, each scored by `rils eval patchseg` on the held-out split.
 # (`make demo` leaves the RILS run in runs/demo: copy it to runs/patchseg/rils to skip retraining it.)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
-RES=docs/results
+RES=benchmarks/studies/patchseg/results
 mkdir -p "$RES"
 for m in rils clip mae_clip; do
   out=runs/patchseg/$m

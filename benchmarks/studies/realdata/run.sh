@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # The real-data testbed (docs/RESULTS.md): every method with `rils pretrain -c realdata method=M
 # seed=S` (openclipart + Fashion-MNIST train from one globally shuffled CSV, batches free of identical
-# captions), scored by benchmarks/compare_eval.py (Fashion-MNIST zero-shot, linear, few-shot;
-# openclipart retrieval). metrics.jsonl and scores are kept in docs/results/realdata/NAME.* as each
-# run finishes; runs whose scores exist are skipped, so the study continues across sessions.
+# captions), scored by benchmarks/studies/compare/eval.py (Fashion-MNIST zero-shot, linear, few-shot;
+# openclipart retrieval). metrics.jsonl and scores are kept in benchmarks/studies/realdata/results/NAME.* as each
+# run finishes; runs whose scores exist are skipped, so the study resumes where it stopped.
 # Needs the Debian packages dataset-fashion-mnist, openclipart-png and openclipart-svg.
-#   benchmarks/realdata_study.sh [NAME ...]     (default: all, in order; NAME = METHOD_sSEED)
+#   benchmarks/studies/realdata/run.sh [NAME ...]     (default: all, in order; NAME = METHOD_sSEED)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/realdata}
-RES=${RES:-docs/results/realdata}
+RES=${RES:-benchmarks/studies/realdata/results}
 mkdir -p "$RUNS" "$RES"
 
 [ -f data/openclipart/manifest.json ] || $PY -m rils data prepare openclipart --out data/openclipart
 [ -f data/fashion-mnist/manifest.json ] || $PY -m rils data prepare fashion-mnist --out data/fashion-mnist
-[ -f data/openclipart/val.csv ] || $PY benchmarks/shards_to_csv.py 'data/openclipart/val/{00000..00000}.tar' data/openclipart/val.csv
+[ -f data/openclipart/val.csv ] || $PY -m rils data shards-to-csv 'data/openclipart/val/{00000..00000}.tar' data/openclipart/val.csv
 if [ ! -f data/realdata/train.csv ]; then   # one CSV of both train sets: a map-style, globally shuffled source
-  $PY benchmarks/shards_to_csv.py 'data/openclipart/train/{00000..00006}.tar' data/realdata/openclipart.csv
-  $PY benchmarks/shards_to_csv.py 'data/fashion-mnist/train/{00000..00059}.tar' data/realdata/fashion-mnist.csv
+  $PY -m rils data shards-to-csv 'data/openclipart/train/{00000..00006}.tar' data/realdata/openclipart.csv
+  $PY -m rils data shards-to-csv 'data/fashion-mnist/train/{00000..00059}.tar' data/realdata/fashion-mnist.csv
   { cat data/realdata/openclipart.csv; tail -n +2 data/realdata/fashion-mnist.csv; } > data/realdata/train.csv.tmp
   mv data/realdata/train.csv.tmp data/realdata/train.csv
 fi
@@ -35,7 +35,7 @@ for name in "${names[@]}"; do
   $PY -m rils pretrain -c realdata method="$method" seed="$seed" output_dir="$RUNS/$name" resume=latest \
     > "$RUNS/$name.log" 2>&1 || { echo "$name failed: see $RUNS/$name.log"; exit 1; }
   cp "$RUNS/$name/metrics.jsonl" "$RES/$name.metrics.jsonl"
-  RILS_CACHE=$RUNS/cache $PY benchmarks/compare_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json.tmp" \
+  RILS_CACHE=$RUNS/cache $PY benchmarks/studies/compare/eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json.tmp" \
     2>> "$RUNS/$name.log"
   $PY - "$RES/$name.json.tmp" "$method" "$seed" "$(( $(date +%s) - t0 ))" <<'PY'
 import json, sys

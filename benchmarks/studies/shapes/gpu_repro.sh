@@ -3,14 +3,14 @@
 # is rendered on the fly by the CPU cores (data.workers), each method trains a fixed number of steps
 # (same seed, data, recipe: configs/shapes.yaml at a larger preset and batch), then both are scored
 # on the held-out split and the primary endpoints are printed, RILS - CLIP last.
-#   on a CUDA machine (after benchmarks/gpu.sh's install, or with rils installed):  bash benchmarks/gpu_repro.sh
-#   CPU path (tests):  GPU_REPRO_TINY=1 benchmarks/gpu_repro.sh
+#   on a CUDA machine (after benchmarks/perf/gpu.sh's install, or with rils installed):  bash benchmarks/studies/shapes/gpu_repro.sh
+#   CPU path (tests):  GPU_REPRO_TINY=1 benchmarks/studies/shapes/gpu_repro.sh
 # Each training run is capped by `timeout` (SIGTERM: the run saves its checkpoint and stops), so
 # the script ends in time even on a slower GPU; the steps each run reached are printed with it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-python3}
-OUT=${OUT:-benchmarks/results/gpu}
+OUT=${OUT:-benchmarks/perf/results/gpu}
 RUNS=${RUNS:-runs/gpu_repro}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
