@@ -1,4 +1,4 @@
-"""Issue 16.1, 16.5, 16.8: a rerun never overwrites an earlier run by accident (`overwrite=true` moves it
+"""A rerun never overwrites an earlier run by accident (`overwrite=true` moves it
 aside), a file that is not a checkpoint says so, and checkpoints and exports are readable by the group
 (the umask decides, as for any file)."""
 import os
