@@ -74,7 +74,8 @@ def test_results_md_block_is_what_the_script_prints_from_the_kept_files():
 
 def test_driver_tiny_path_writes_every_part_and_skips_what_exists(tmp_path):
     """run.sh on one run, shrunk: pre-training, the shapes endpoints, segmentation, detection and
-    low-shot detection each leave their JSON and a log line; a second call redoes nothing."""
+    low-shot detection each leave their JSON and a log line; a second call redoes nothing; with the
+    checkpoint gone and a part missing, the whole run is made again (all parts from one checkpoint)."""
     res = tmp_path / "res"
     env = {**os.environ, "PY": sys.executable, "RUNS": str(tmp_path / "runs"), "RES": str(res),
            "DATA": str(tmp_path / "data"), "PREP": "--train 20 --val 4", "OMP_NUM_THREADS": "1",
@@ -96,3 +97,12 @@ def test_driver_tiny_path_writes_every_part_and_skips_what_exists(tmp_path):
     bad = subprocess.run(["bash", str(STUDY / "run.sh"), "clip_700_s0"], env=env, capture_output=True, text=True,
                          cwd=REPO)
     assert bad.returncode == 2 and "unknown run clip_700_s0" in bad.stdout
+
+    # a fresh machine: the checkpoint is gone and a part is missing, so the run is made again, whole
+    (tmp_path / "runs" / "clip_600_s0" / "checkpoints" / "latest.pt").unlink()
+    (res / "clip_600_s0.lowshot.json").unlink()
+    redo = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert redo.returncode == 0, redo.stdout[-2000:] + redo.stderr[-2000:]
+    assert "checkpoint lost with parts left" in redo.stdout
+    assert [json.loads(x)["part"] for x in (res / "log.jsonl").read_text().splitlines()][5:] == \
+        ["checkpoint_lost_redo", "pretrain", "shapes_eval", "segment", "detect", "lowshot"]

@@ -75,16 +75,22 @@ detection() {  # name seed
     --warmup-steps $(( LOWSHOT_STEPS / 10 )) --train-fraction 0.1
 }
 
-names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
-for name in "${names[@]}"; do
-  [[ " ${ORDER[*]} " == *" $name "* ]] || { echo "unknown run $name"; exit 2; }
-  seed=${name##*_s}; rest=${name%_s*}; steps=${rest##*_}; method=${rest%_*}
+primary() {  # name: pre-training, the shapes endpoints, segmentation (and detection at 600 steps)
+  local name=$1 seed=${1##*_s} rest=${1%_s*} steps method
+  steps=${rest##*_}; method=${rest%_*}
+  if [ -f "$RES/$name.metrics.jsonl" ] && [ ! -f "$RUNS/$name/checkpoints/latest.pt" ] && ! complete "$name"; then
+    # the checkpoint is gone (a fresh machine) with parts still to do: every part of a run must come
+    # from one checkpoint, so the run starts again from its seed and its kept parts are redone
+    echo "$name: checkpoint lost with parts left; pre-training it again"
+    rm -f "$RES/$name".*; logline "$name" checkpoint_lost_redo 0
+    [ -d "$RUNS/$name" ] && mv "$RUNS/$name" "$RUNS/$name.lost-$(date +%s)"
+  fi
   if [ ! -f "$RES/$name.metrics.jsonl" ]; then
-    t0=$(date +%s); pretrain "$name" "$method" "$steps" "$seed"
+    local t0; t0=$(date +%s); pretrain "$name" "$method" "$steps" "$seed"
     cp "$RUNS/$name/metrics.jsonl" "$RES/$name.metrics.jsonl"; logline "$name" pretrain $(( $(date +%s) - t0 ))
   fi
   if [ ! -f "$RES/$name.json" ]; then
-    t0=$(date +%s)
+    local t0; t0=$(date +%s)
     $PY benchmarks/studies/shapes_eval.py "$RUNS/$name/checkpoints/latest.pt" "$RES/$name.json.tmp" name="$name" \
       2>> "$RUNS/$name.log" && mv "$RES/$name.json.tmp" "$RES/$name.json"
     logline "$name" shapes_eval $(( $(date +%s) - t0 ))
@@ -92,9 +98,24 @@ for name in "${names[@]}"; do
   finetune "$name" segment segment "$seed" --dataset "$DATA/ade" --steps "$SEG_STEPS" --batch 16 \
     --warmup-steps $(( SEG_STEPS / 10 )) --head-channels 64 --lr 1e-3 --layer-decay 0.75
   [ "$steps" = 600 ] && detection "$name" "$seed"
+  return 0
+}
+
+complete() {  # name: every part of the run is kept (detection counts for the 2,400-step runs too)
+  local part
+  for part in metrics.jsonl json segment.json detect.json lowshot.json; do [ -f "$RES/$1.$part" ] || return 1; done
+}
+
+names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
+for name in "${names[@]}"; do
+  [[ " ${ORDER[*]} " == *" $name "* ]] || { echo "unknown run $name"; exit 2; }
+  primary "$name"
   echo "$name done"
 done
 for name in "${names[@]}"; do   # secondary: the 2,400-step checkpoints' detection, last
-  [[ "$name" == *_2400_* ]] && detection "$name" "${name##*_s}"
+  [[ "$name" == *_2400_* ]] || continue
+  complete "$name" && continue
+  primary "$name"   # nothing to do unless its checkpoint was lost
+  detection "$name" "${name##*_s}"
 done
 echo "all parts done"
