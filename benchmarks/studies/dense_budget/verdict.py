@@ -47,17 +47,17 @@ PAPER_T5 = {"mae": 23.16, "clip": 22.49, "slip": 21.91, "mae_clip": 23.72, "rils
 class Study:
     def __init__(self, res: Path):
         self.res = res
+        self._read: dict[Path, dict | None] = {}   # each record is read once, however many tables use it
 
     def _json(self, name: str, part: str):
         f = self.res / (f"{name}.{part}.json" if part else f"{name}.json")
-        return json.loads(f.read_text()) if f.is_file() else None
+        if f not in self._read:
+            self._read[f] = json.loads(f.read_text()) if f.is_file() else None
+        return self._read[f]
 
     def value(self, method: str, steps: int, seed: int, endpoint: str) -> float | None:
         part, path, _ = ENDPOINTS[endpoint]
-        node = self._json(f"{method}_{steps}_s{seed}", part)
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        return None if node is None else float(node)
+        return self.raw(method, steps, seed, part, *path)
 
     def raw(self, method: str, steps: int, seed: int, part: str, *path: str) -> float | None:
         node = self._json(f"{method}_{steps}_s{seed}", part)
