@@ -32,14 +32,22 @@ def test_gpu_sh_cpu_path_benches_and_prints_the_table(tmp_path):
 
 
 def test_gpu_repro_cpu_path_prints_the_endpoints(tmp_path):
+    """gpu_repro.sh, tiny on the CPU: both methods pre-trained, scored and fine-tuned for segmentation and
+    detection, and every endpoint in the table."""
     proc = _run("studies/shapes/gpu_repro.sh", tmp_path, GPU_REPRO_TINY="1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for m in ("clip", "rils"):
         r = json.loads((tmp_path / "out" / f"repro_{m}.json").read_text())
         assert 0 <= r["zeroshot_top1"] <= 1 and 0 <= r["linear_top1"] <= 1 and r["method"] == m
+        seg = json.loads((tmp_path / "out" / f"repro_{m}.segment.json").read_text())
+        det = json.loads((tmp_path / "out" / f"repro_{m}.detect.json").read_text())
+        assert seg["steps"] == 2 and 0 <= seg["metrics"]["mIoU"] <= 1
+        assert det["steps"] == 2 and 0 <= det["metrics"]["segm"]["AP"] <= 1
     lines = proc.stdout.strip().splitlines()
-    assert lines[-6].startswith("| endpoint | CLIP (2 steps) | RILS (2 steps) | RILS - CLIP |")
-    assert lines[-1].startswith("| linear probe, shape |")
+    assert lines[-9].startswith("| endpoint | CLIP (2 steps) | RILS (2 steps) | RILS - CLIP |")
+    assert lines[-4].startswith("| linear probe, shape |")
+    assert lines[-3].startswith("| segmentation mIoU (fine-tuned) | 0.")
+    assert lines[-1].startswith("| detection mask AP | 0.")
 
 
 def test_gpu_dense_cpu_path_runs_both_protocols(tmp_path):

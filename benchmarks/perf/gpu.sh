@@ -15,7 +15,8 @@
 #      important first); and the host-device synchronisations of one step (benchmarks/perf/cuda_syncs.py).
 #      A run "B:graphs" (not in the default RUNS_) is "B:compile" replayed as CUDA graphs (compile
 #      mode reduce-overhead);
-#   3. with REPRO=1, benchmarks/studies/shapes/gpu_repro.sh (CLIP vs RILS on the shapes corpus);
+#   3. with REPRO=1, benchmarks/studies/shapes/gpu_repro.sh (CLIP vs RILS on the shapes corpus at vit_s16,
+#      scored and fine-tuned for segmentation and detection: about 8 minutes);
 #   4. with DENSE=1, benchmarks/perf/gpu_dense.sh (the dense protocols at 512 px on ViT-B/16, a few
 #      hundred iterations each: about 3-5 minutes more).
 # Outputs go to $OUT; the summary table is printed last.
