@@ -19,10 +19,9 @@ RUNS=${RUNS:-runs/dense_budget}
 RES=${RES:-benchmarks/studies/dense_budget/results}
 DATA=${DATA:-runs/shapes-dense-study}
 PIECE_MIN=${PIECE_MIN:-20}
-# the registered fine-tuning budgets (the test's tiny path shrinks them, nothing else does)
-SEG_STEPS=${SEG_STEPS:-600} DET_STEPS=${DET_STEPS:-300} LOWSHOT_STEPS=${LOWSHOT_STEPS:-300}
+# shellcheck source=recipe.sh
+source benchmarks/studies/dense_budget/recipe.sh   # the registered fine-tuning budgets, recipe and split
 EXTRA=${EXTRA:-}          # extra pretrain overrides (tests only)
-PREP=${PREP:---train 600 --val 300}   # the registered testbed split (tests only shrink it)
 mkdir -p "$RUNS" "$RES"
 
 # seed by seed, so every claim gets its paired seeds as early as possible; detection of the 2,400-step
@@ -68,10 +67,9 @@ finetune() {  # name protocol part seed extra...
 
 [ -f "$DATA/manifest.json" ] || $PY -m rils data prepare shapes-dense --out "$DATA" --image-size 64 $PREP --seed 0
 detection() {  # name seed
-  local DET=(--dataset "$DATA/coco" --batch 8 --fpn-channels 64 --box-head-dim 256 --rpn-batch 64
-             --roi-batch 128 --proposals 200 --lr 4e-4)
-  finetune "$1" detect detect "$2" "${DET[@]}" --steps "$DET_STEPS" --warmup-steps $(( DET_STEPS / 10 ))
-  finetune "$1" detect lowshot "$2" "${DET[@]}" --steps "$LOWSHOT_STEPS" \
+  finetune "$1" detect detect "$2" --dataset "$DATA/coco" "${DET_RECIPE[@]}" --steps "$DET_STEPS" \
+    --warmup-steps $(( DET_STEPS / 10 ))
+  finetune "$1" detect lowshot "$2" --dataset "$DATA/coco" "${DET_RECIPE[@]}" --steps "$LOWSHOT_STEPS" \
     --warmup-steps $(( LOWSHOT_STEPS / 10 )) --train-fraction 0.1
 }
 
@@ -95,8 +93,7 @@ primary() {  # name: pre-training, the shapes endpoints, segmentation (and detec
       2>> "$RUNS/$name.log" && mv "$RES/$name.json.tmp" "$RES/$name.json"
     logline "$name" shapes_eval $(( $(date +%s) - t0 ))
   fi
-  finetune "$name" segment segment "$seed" --dataset "$DATA/ade" --steps "$SEG_STEPS" --batch 16 \
-    --warmup-steps $(( SEG_STEPS / 10 )) --head-channels 64 --lr 1e-3 --layer-decay 0.75
+  finetune "$name" segment segment "$seed" --dataset "$DATA/ade" "${SEG_RECIPE[@]}"
   [ "$steps" = 600 ] && detection "$name" "$seed"
   return 0
 }

@@ -20,25 +20,25 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -n "${GPU_REPRO_TINY:-}" ]; then
   ARGS="model.preset=vit_nano8_32 train.device=cpu train.precision=fp32 data.workers=0 train.batch_size=8 train.max_steps=2 data.num_samples=16 train.warmup_steps=1"
   CAP=120; export SHAPES_EVAL_TRAIN_SAMPLES=64 SHAPES_EVAL_VAL_SAMPLES=48
-  SIZE=32 N_TRAIN=6 N_VAL=2 FT_CAP=120 DEV="--device cpu --precision fp32 --num-workers 0"
-  SEG="--steps 2 --batch 2 --warmup-steps 1 --head-channels 8"
-  DET="--steps 2 --batch 2 --warmup-steps 1 --fpn-channels 16 --box-head-dim 32 --rpn-batch 16 --roi-batch 16 --proposals 20"
+  SIZE=32 PREP="--train 6 --val 2" FT_CAP=120 DEV="--device cpu --precision fp32 --num-workers 0"
+  SEG=(--steps 2 --batch 2 --warmup-steps 1 --head-channels 8)
+  DET=(--steps 2 --batch 2 --warmup-steps 1 --fpn-channels 16 --box-head-dim 32 --rpn-batch 16 --roi-batch 16 --proposals 20)
 else
   STEPS=${STEPS:-1000}; BATCH=${BATCH:-256}
   ARGS="model.preset=${PRESET:-vit_s16} train.device=cuda train.precision=bf16 data.workers=${WORKERS:-14}
         train.batch_size=$BATCH train.max_steps=$STEPS data.num_samples=$(( STEPS * BATCH )) train.lr=1e-3
         train.lr_base_batch=$BATCH train.warmup_steps=$(( STEPS / 10 )) train.checkpoint_every=$STEPS"
   CAP=${CAP:-130}
-  # the second round's fine-tuning recipe (benchmarks/studies/dense_budget/run.sh) at the preset's size
-  SIZE=${SIZE:-224} N_TRAIN=600 N_VAL=300 FT_CAP=${FT_CAP:-45}
-  DEV="--device cuda --precision bf16 --num-workers ${WORKERS:-14}"
-  SEG="--steps 600 --batch 16 --warmup-steps 60 --head-channels 64 --lr 1e-3 --layer-decay 0.75"
-  DET="--steps 300 --batch 8 --warmup-steps 30 --fpn-channels 64 --box-head-dim 256 --rpn-batch 64 --roi-batch 128
-       --proposals 200 --lr 4e-4"
+  # the second round's fine-tuning recipe and testbed split, at the preset's size
+  # shellcheck source=../dense_budget/recipe.sh
+  source benchmarks/studies/dense_budget/recipe.sh
+  SIZE=${SIZE:-224} FT_CAP=${FT_CAP:-45} DEV="--device cuda --precision bf16 --num-workers ${WORKERS:-14}"
+  SEG=("${SEG_RECIPE[@]}") DET=("${DET_RECIPE[@]}" --steps "$DET_STEPS" --warmup-steps $(( DET_STEPS / 10 )))
 fi
 # the dense testbed is rendered beside the first pre-training
+# shellcheck disable=SC2086
 [ -f "$RUNS/dense/manifest.json" ] || $PY -m rils data prepare shapes-dense --out "$RUNS/dense" --image-size $SIZE \
-  --train $N_TRAIN --val $N_VAL --seed 0 > "$RUNS/prepare.log" 2>&1 &
+  $PREP --seed 0 > "$RUNS/prepare.log" 2>&1 &
 PREPARE=$!
 for m in clip rils; do
   t0=$(date +%s)
@@ -49,44 +49,39 @@ for m in clip rils; do
     train_seconds=$(( $(date +%s) - t0 )) 2>> "$RUNS/$m.log"
 done
 wait $PREPARE || { echo "preparing the dense testbed failed: see $RUNS/prepare.log"; exit 1; }
+finetune() {  # method protocol layout recipe...
+  local m=$1 protocol=$2 layout=$3; shift 3
+  # shellcheck disable=SC2086
+  timeout -s KILL "$FT_CAP" $PY -m rils eval "$protocol" --checkpoint "$RUNS/$m/checkpoints/latest.pt" \
+    --dataset "$RUNS/dense/$layout" --size $SIZE --seed 0 $DEV "$@" --quiet --out "$OUT/repro_$m.$protocol.json" \
+    >> "$RUNS/$m.log" 2>&1 || echo "$m: $protocol failed or passed its ${FT_CAP}s cap: see $RUNS/$m.log"
+}
 for m in clip rils; do
-  # shellcheck disable=SC2086
-  timeout -s KILL "$FT_CAP" $PY -m rils eval segment --checkpoint "$RUNS/$m/checkpoints/latest.pt" --dataset "$RUNS/dense/ade" \
-    --size $SIZE --seed 0 $DEV $SEG --quiet --out "$OUT/repro_$m.segment.json" >> "$RUNS/$m.log" 2>&1 \
-    || echo "$m: segmentation failed or passed its ${FT_CAP}s cap: see $RUNS/$m.log"
-  # shellcheck disable=SC2086
-  timeout -s KILL "$FT_CAP" $PY -m rils eval detect --checkpoint "$RUNS/$m/checkpoints/latest.pt" --dataset "$RUNS/dense/coco" \
-    --size $SIZE --seed 0 $DEV $DET --quiet --out "$OUT/repro_$m.detect.json" >> "$RUNS/$m.log" 2>&1 \
-    || echo "$m: detection failed or passed its ${FT_CAP}s cap: see $RUNS/$m.log"
+  finetune $m segment ade "${SEG[@]}"
+  finetune $m detect coco "${DET[@]}"
 done
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-methods = ("clip", "rils")
+records = {f.name.removeprefix("repro_").removesuffix(".json"): json.loads(f.read_text()) for f in out.glob("repro_*.json")}
 
 
-def dense(m, part, *keys):
-    f = out / f"repro_{m}.{part}.json"
-    if not f.is_file():
-        return None
-    v = json.loads(f.read_text())["metrics"]
+def value(record, *keys):  # None where the record or a key is missing (a fine-tune past its cap)
+    v = records.get(record)
     for k in keys:
-        v = v[k]
+        v = v.get(k) if isinstance(v, dict) else None
     return v
 
 
-r = {m: json.loads((out / f"repro_{m}.json").read_text()) for m in methods}
-steps = {m: json.loads((out / f"repro_{m}.metrics.jsonl").read_text().splitlines()[-1])["step"] for m in r}
-rows = [(label, {m: r[m].get(k) for m in methods}) for k, label in (
-    ("zeroshot_top1", "zero-shot top-1, mean of shape and colour"), ("retrieval_i2t_r1", "retrieval i->t R@1"),
-    ("patchseg_color_miou", "colour patch-seg mIoU"), ("linear_top1", "linear probe, shape"))]
-rows += [(label, {m: dense(m, *where) for m in methods}) for where, label in (
-    (("segment", "mIoU"), "segmentation mIoU (fine-tuned)"), (("detect", "bbox", "AP"), "detection box AP"),
-    (("detect", "segm", "AP"), "detection mask AP"))]
+steps = {m: json.loads((out / f"repro_{m}.metrics.jsonl").read_text().splitlines()[-1])["step"] for m in ("clip", "rils")}
+rows = [("", ("zeroshot_top1",), "zero-shot top-1, mean of shape and colour"), ("", ("retrieval_i2t_r1",), "retrieval i->t R@1"),
+        ("", ("patchseg_color_miou",), "colour patch-seg mIoU"), ("", ("linear_top1",), "linear probe, shape"),
+        (".segment", ("metrics", "mIoU"), "segmentation mIoU (fine-tuned)"),
+        (".detect", ("metrics", "bbox", "AP"), "detection box AP"), (".detect", ("metrics", "segm", "AP"), "detection mask AP")]
 print(f"\n| endpoint | CLIP ({steps['clip']} steps) | RILS ({steps['rils']} steps) | RILS - CLIP |\n|---|---|---|---|")
-for label, v in rows:
-    a, b = v["clip"], v["rils"]
+for part, keys, label in rows:
+    a, b = (value(m + part, *keys) for m in ("clip", "rils"))
     cells = [f"{x:.3f}" if x is not None else "not finished" for x in (a, b)]
     print(f"| {label} | {cells[0]} | {cells[1]} | {f'{b - a:+.3f}' if None not in (a, b) else ''} |")
 PY
