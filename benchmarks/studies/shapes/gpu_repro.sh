@@ -51,6 +51,7 @@ done
 wait $PREPARE || { echo "preparing the dense testbed failed: see $RUNS/prepare.log"; exit 1; }
 finetune() {  # method protocol layout recipe...
   local m=$1 protocol=$2 layout=$3; shift 3
+  rm -f "$OUT/repro_$m.$protocol.json"   # a fine-tune past its cap must not show an earlier run's result
   # shellcheck disable=SC2086
   timeout -s KILL "$FT_CAP" $PY -m rils eval "$protocol" --checkpoint "$RUNS/$m/checkpoints/latest.pt" \
     --dataset "$RUNS/dense/$layout" --size $SIZE --seed 0 $DEV "$@" --quiet --out "$OUT/repro_$m.$protocol.json" \
