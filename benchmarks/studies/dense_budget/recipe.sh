@@ -6,5 +6,7 @@ SEG_STEPS=${SEG_STEPS:-600} DET_STEPS=${DET_STEPS:-300} LOWSHOT_STEPS=${LOWSHOT_
 PREP=${PREP:---train 600 --val 300}   # the testbed split (rils data prepare shapes-dense)
 SEG_RECIPE=(--steps "$SEG_STEPS" --batch 16 --warmup-steps $(( SEG_STEPS / 10 )) --head-channels 64 --lr 1e-3
             --layer-decay 0.75)
-# detection and low-shot detection differ only in steps and --train-fraction, which the callers add
-DET_RECIPE=(--batch 8 --fpn-channels 64 --box-head-dim 256 --rpn-batch 64 --roi-batch 128 --proposals 200 --lr 4e-4)
+# detection and low-shot detection differ only in steps and the fraction of training images
+_DET=(--batch 8 --fpn-channels 64 --box-head-dim 256 --rpn-batch 64 --roi-batch 128 --proposals 200 --lr 4e-4)
+DETECT_RECIPE=("${_DET[@]}" --steps "$DET_STEPS" --warmup-steps $(( DET_STEPS / 10 )))
+LOWSHOT_RECIPE=("${_DET[@]}" --steps "$LOWSHOT_STEPS" --warmup-steps $(( LOWSHOT_STEPS / 10 )) --train-fraction 0.1)

@@ -67,10 +67,8 @@ finetune() {  # name protocol part seed extra...
 
 [ -f "$DATA/manifest.json" ] || $PY -m rils data prepare shapes-dense --out "$DATA" --image-size 64 $PREP --seed 0
 detection() {  # name seed
-  finetune "$1" detect detect "$2" --dataset "$DATA/coco" "${DET_RECIPE[@]}" --steps "$DET_STEPS" \
-    --warmup-steps $(( DET_STEPS / 10 ))
-  finetune "$1" detect lowshot "$2" --dataset "$DATA/coco" "${DET_RECIPE[@]}" --steps "$LOWSHOT_STEPS" \
-    --warmup-steps $(( LOWSHOT_STEPS / 10 )) --train-fraction 0.1
+  finetune "$1" detect detect "$2" --dataset "$DATA/coco" "${DETECT_RECIPE[@]}"
+  finetune "$1" detect lowshot "$2" --dataset "$DATA/coco" "${LOWSHOT_RECIPE[@]}"
 }
 
 primary() {  # name: pre-training, the shapes endpoints, segmentation (and detection at 600 steps)

@@ -33,7 +33,7 @@ else
   # shellcheck source=../dense_budget/recipe.sh
   source benchmarks/studies/dense_budget/recipe.sh
   SIZE=${SIZE:-224} FT_CAP=${FT_CAP:-45} DEV="--device cuda --precision bf16 --num-workers ${WORKERS:-14}"
-  SEG=("${SEG_RECIPE[@]}") DET=("${DET_RECIPE[@]}" --steps "$DET_STEPS" --warmup-steps $(( DET_STEPS / 10 )))
+  SEG=("${SEG_RECIPE[@]}") DET=("${DETECT_RECIPE[@]}")
 fi
 # the dense testbed is rendered beside the first pre-training
 # shellcheck disable=SC2086
