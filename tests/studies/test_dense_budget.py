@@ -52,6 +52,10 @@ def test_verdicts_follow_the_registered_rule(tmp_path):
     assert trend["verdict"] == "holds"
     assert trend["per_seed"] == pytest.approx([-0.01 - (0.35 - 0.40), -0.01 - (0.35 - 0.41), -0.01 - (0.35 - 0.42)])
     assert claims["RILS > CLIP on detection box AP (600 steps)"]["verdict"] == "undecided"   # all equal
+    summary = v.summary(v.Study(tmp_path))
+    assert "(seeds 0, 1 and 2 of 3 complete) the twelve dense claims read: 1 holds, 1 refuted, 10 undecided." in summary
+    assert "segmentation mIoU CLIP −0.060, MAE +0.040, MAE+CLIP +0.020;" in summary
+    assert "(seeds 0, 1 and 2, mean): " in summary and "segmentation mIoU −0.060 to −0.010 (holds)" in summary
 
     _write_run(tmp_path, "clip_600_s2", seg=0.42, clip_acc=0.2)      # seed 2 no longer tests the claims
     claims = v.claims(v.Study(tmp_path))
@@ -70,6 +74,15 @@ def test_results_md_block_is_what_the_script_prints_from_the_kept_files():
     doc = (REPO / "docs" / "RESULTS.md").read_text()
     block = doc.split(v.BEGIN, 1)[1].split(v.END, 1)[0]
     assert block == "\n" + text
+
+
+def test_readme_summary_is_what_the_script_prints_from_the_kept_files():
+    """README's sentences on the second round are verdict.py's summary of the kept files, so they
+    cannot lag behind the results."""
+    v = _verdict_module()
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(v.SUMMARY_BEGIN, 1)[1].split(v.SUMMARY_END, 1)[0]
+    assert block == "\n" + v.summary(v.Study(STUDY / "results"))
 
 
 def test_driver_tiny_path_writes_every_part_and_skips_what_exists(tmp_path):

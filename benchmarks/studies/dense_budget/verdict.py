@@ -7,8 +7,9 @@ ours beside the paper's) and every run's values. Missing runs show as "–"; a c
 three registered seeds says how many it had.
 
     python benchmarks/studies/dense_budget/verdict.py              # Markdown to stdout
-    python benchmarks/studies/dense_budget/verdict.py --write      # also results/verdicts.json and the
-                                                                   # generated block of docs/RESULTS.md
+    python benchmarks/studies/dense_budget/verdict.py --write      # also results/verdicts.json, the
+                                                                   # generated block of docs/RESULTS.md and
+                                                                   # README's summary sentences
     --results DIR: read another results folder (the tests' synthetic studies)"""
 import argparse
 import json
@@ -19,7 +20,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[2] / "docs" / "RESULTS.md"
+README = HERE.parents[2] / "README.md"
 BEGIN, END = "<!-- dense_budget verdict.py: begin -->", "<!-- dense_budget verdict.py: end -->"
+SUMMARY_BEGIN, SUMMARY_END = "<!-- dense_budget summary: begin -->", "<!-- dense_budget summary: end -->"
 SEEDS = (0, 1, 2)
 METHODS = ("clip", "mae", "mae_clip", "rils")
 LABEL = {"clip": "CLIP", "mae": "MAE", "mae_clip": "MAE+CLIP", "rils": "RILS", "slip": "SLIP"}
@@ -211,6 +214,65 @@ def render(st: Study) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", data
 
 
+def signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}".replace("-", "−")
+
+
+def seed_list(seeds) -> str:
+    seeds = list(seeds)
+    return "none" if not seeds else ", ".join(map(str, seeds[:-1])) + (" and " if len(seeds) > 1 else "") + str(seeds[-1])
+
+
+def summary(st: Study) -> str:
+    """README's sentences on the second round: verdict counts, mean paired deficits, the leader per dense
+    endpoint and the trend's gaps, every figure from the same kept files as the RESULTS.md block."""
+    verdicts = claims(st)
+    dense = {c: v for c, v in verdicts.items() if not c.startswith("RILS − CLIP at 2,400")}
+    kinds = [v["verdict"].split(" (")[0] for v in dense.values()]
+    counted = ", ".join(f"{kinds.count(k)} {k}" for k in ("holds", "refuted", "undecided") if kinds.count(k))
+    seeds600 = [s for s in SEEDS if all((st.res / f"{m}_600_s{s}.segment.json").is_file() for m in METHODS)]
+    out = [f"At 600 steps (seeds {seed_list(seeds600)} of {len(SEEDS)} complete) the twelve dense claims "
+           f"read: {counted or 'none decided yet'}."]
+    diffs = []
+    for key in DENSE:
+        per = [f"{LABEL[o]} {signed(dense[f'RILS > {LABEL[o]} on {ENDPOINTS[key][2]} (600 steps)'].get('mean_diff'))}"
+               for o in ("clip", "mae", "mae_clip")]
+        diffs.append(f"{ENDPOINTS[key][2]} {', '.join(per)}")
+    out.append("Mean paired RILS − other: " + "; ".join(diffs) + ".")
+    leaders = {}
+    for key in DENSE:
+        means = {m: mean([st.value(m, 600, s, key) for s in seeds600]) for m in METHODS}
+        if all(v is not None for v in means.values()):
+            leaders.setdefault(LABEL[max(means, key=means.get)], []).append(ENDPOINTS[key][2])
+    if len(leaders) == 1 and len(next(iter(leaders.values()))) == len(DENSE):
+        out.append(f"{next(iter(leaders))} has the highest mean on every dense endpoint.")
+    elif leaders:
+        out.append("Highest mean: " + "; ".join(f"{m} on {', '.join(ks)}" for m, ks in leaders.items()) + ".")
+    gaps = []
+    for key in TREND:
+        v = verdicts[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[key][2]}"]
+        per = {s: [st.value("rils", b, s, key) - st.value("clip", b, s, key) for b in (600, 2400)]
+               for s in v["seeds"]} if v["seeds"] else {}
+        if len(v["seeds"]) == 1:
+            (s, (g600, g2400)), = per.items()
+            gaps.append(f"{ENDPOINTS[key][2]} {signed(g600)} to {signed(g2400)}")
+        elif per:
+            g600, g2400 = (mean([g[i] for g in per.values()]) for i in (0, 1))
+            gaps.append(f"{ENDPOINTS[key][2]} {signed(g600)} to {signed(g2400)} ({v['verdict']})")
+    trend_seeds = sorted({s for k in TREND for s in verdicts[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[k][2]}"]["seeds"]})
+    if gaps:
+        out.append(f"RILS − CLIP from 600 to 2,400 steps (seed{'s' if len(trend_seeds) > 1 else ''} "
+                   f"{seed_list(trend_seeds)}{', mean' if len(trend_seeds) > 1 else ''}): " + "; ".join(gaps) + ".")
+    return "\n".join(out) + "\n"
+
+
+def replace_block(path: Path, begin: str, end: str, text: str) -> None:
+    doc = path.read_text()
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=HERE / "results")
@@ -220,10 +282,8 @@ def main(argv=None) -> None:
     sys.stdout.write(text)
     if args.write:
         (args.results / "verdicts.json").write_text(json.dumps(data, indent=2) + "\n")
-        doc = DOC.read_text()
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+        replace_block(DOC, BEGIN, END, text)
+        replace_block(README, SUMMARY_BEGIN, SUMMARY_END, summary(Study(args.results)))
 
 
 if __name__ == "__main__":
