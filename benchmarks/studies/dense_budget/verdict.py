@@ -251,18 +251,15 @@ def summary(st: Study) -> str:
     gaps = []
     for key in TREND:
         v = verdicts[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[key][2]}"]
-        per = {s: [st.value("rils", b, s, key) - st.value("clip", b, s, key) for b in (600, 2400)]
-               for s in v["seeds"]} if v["seeds"] else {}
-        if len(v["seeds"]) == 1:
-            (s, (g600, g2400)), = per.items()
-            gaps.append(f"{ENDPOINTS[key][2]} {signed(g600)} to {signed(g2400)}")
-        elif per:
-            g600, g2400 = (mean([g[i] for g in per.values()]) for i in (0, 1))
-            gaps.append(f"{ENDPOINTS[key][2]} {signed(g600)} to {signed(g2400)} ({v['verdict']})")
-    trend_seeds = sorted({s for k in TREND for s in verdicts[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[k][2]}"]["seeds"]})
+        if not v["seeds"]:
+            continue
+        g600, g2400 = (mean([st.value("rils", b, s, key) - st.value("clip", b, s, key) for s in v["seeds"]])
+                       for b in (600, 2400))
+        said = "only" if len(v["seeds"]) == 1 else f"mean; {v['verdict'].replace(' (', ', ').rstrip(')')}"
+        gaps.append(f"{ENDPOINTS[key][2]} {signed(g600)} to {signed(g2400)} "
+                    f"(seed{'s' if len(v['seeds']) > 1 else ''} {seed_list(v['seeds'])} {said})")
     if gaps:
-        out.append(f"RILS − CLIP from 600 to 2,400 steps (seed{'s' if len(trend_seeds) > 1 else ''} "
-                   f"{seed_list(trend_seeds)}{', mean' if len(trend_seeds) > 1 else ''}): " + "; ".join(gaps) + ".")
+        out.append("RILS − CLIP from 600 to 2,400 steps: " + "; ".join(gaps) + ".")
     return "\n".join(out) + "\n"
 
 
