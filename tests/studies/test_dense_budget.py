@@ -53,7 +53,7 @@ def test_verdicts_follow_the_registered_rule(tmp_path):
     assert trend["per_seed"] == pytest.approx([-0.01 - (0.35 - 0.40), -0.01 - (0.35 - 0.41), -0.01 - (0.35 - 0.42)])
     assert claims["RILS > CLIP on detection box AP (600 steps)"]["verdict"] == "undecided"   # all equal
     summary = v.summary(v.Study(tmp_path))
-    assert "(seeds 0, 1 and 2 of 3 complete) the twelve dense claims read: 1 holds, 1 refuted, 10 undecided." in summary
+    assert "(3 of 3 seeds each; docs/RESULTS.md gives each claim's) the twelve dense claims read: 1 holds, 1 refuted, 10 undecided." in summary
     assert "segmentation mIoU CLIP −0.060, MAE +0.040, MAE+CLIP +0.020;" in summary
     assert "segmentation mIoU −0.060 to −0.010 (seeds 0, 1 and 2 mean; holds)" in summary
 

@@ -231,7 +231,9 @@ def summary(st: Study) -> str:
     kinds = [v["verdict"].split(" (")[0] for v in dense.values()]
     counted = ", ".join(f"{kinds.count(k)} {k}" for k in ("holds", "refuted", "undecided") if kinds.count(k))
     seeds600 = [s for s in SEEDS if all((st.res / f"{m}_600_s{s}.segment.json").is_file() for m in METHODS)]
-    out = [f"At 600 steps (seeds {seed_list(seeds600)} of {len(SEEDS)} complete) the twelve dense claims "
+    n = sorted({len(v["seeds"]) for v in dense.values()})
+    per_claim = f"{n[0]} of {len(SEEDS)} seeds each" if len(n) == 1 else f"{n[0]}–{n[-1]} of {len(SEEDS)} seeds per claim"
+    out = [f"At 600 steps ({per_claim}; docs/RESULTS.md gives each claim's) the twelve dense claims "
            f"read: {counted or 'none decided yet'}."]
     diffs = []
     for key in DENSE:
