@@ -52,7 +52,7 @@ def test_verdicts_follow_the_registered_rule(tmp_path):
     assert trend["verdict"] == "holds"
     assert trend["per_seed"] == pytest.approx([-0.01 - (0.35 - 0.40), -0.01 - (0.35 - 0.41), -0.01 - (0.35 - 0.42)])
     assert claims["RILS > CLIP on detection box AP (600 steps)"]["verdict"] == "undecided"   # all equal
-    summary = v.summary(v.Study(tmp_path))
+    summary = v.summary(v.Study(tmp_path), claims)
     assert "(3 of 3 seeds each; docs/RESULTS.md gives each claim's) the twelve dense claims read: 1 holds, 1 refuted, 10 undecided." in summary
     assert "segmentation mIoU CLIP −0.060, MAE +0.040, MAE+CLIP +0.020;" in summary
     assert "segmentation mIoU −0.060 to −0.010 (seeds 0, 1 and 2 mean; holds)" in summary
@@ -82,7 +82,8 @@ def test_readme_summary_is_what_the_script_prints_from_the_kept_files():
     v = _verdict_module()
     readme = (REPO / "README.md").read_text()
     block = readme.split(v.SUMMARY_BEGIN, 1)[1].split(v.SUMMARY_END, 1)[0]
-    assert block == "\n" + v.summary(v.Study(STUDY / "results"))
+    st = v.Study(STUDY / "results")
+    assert block == "\n" + v.summary(st, v.claims(st))
 
 
 def test_driver_tiny_path_writes_every_part_and_skips_what_exists(tmp_path):

@@ -36,6 +36,7 @@ ENDPOINTS = {
     "retrieval_i2t_r1": ("", ("retrieval_i2t_r1",), "retrieval i→t R@1"),
 }
 DENSE = ("seg_miou", "det_box_ap", "det_mask_ap", "lowshot_box_ap")
+OTHERS = ("clip", "mae", "mae_clip")   # what RILS is compared with on each dense endpoint
 TREND = ("zeroshot_top1", "retrieval_i2t_r1", "seg_miou")
 VALID, WEAK = 0.6, 0.3   # CLIP's in-batch i2t accuracy over its last 50 steps: >= 0.3 tests the claim
 
@@ -99,23 +100,31 @@ def verdict(diffs: dict[int, float]) -> dict:
             "verdict": v + ("" if len(seeds) >= len(SEEDS) else f" (only {len(seeds)} seeds)")}
 
 
+def dense_claim(other: str, key: str) -> str:
+    return f"RILS > {LABEL[other]} on {ENDPOINTS[key][2]} (600 steps)"
+
+
+def trend_claim(key: str) -> str:
+    return f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[key][2]}"
+
+
 def claims(st: Study) -> dict:
     out = {}
     for key in DENSE:
-        for other in ("clip", "mae", "mae_clip"):
+        for other in OTHERS:
             diffs = {}
             for s in SEEDS:
                 r, o = st.value("rils", 600, s, key), st.value(other, 600, s, key)
                 if st.valid(600, s) and r is not None and o is not None:
                     diffs[s] = r - o
-            out[f"RILS > {LABEL[other]} on {ENDPOINTS[key][2]} (600 steps)"] = verdict(diffs)
+            out[dense_claim(other, key)] = verdict(diffs)
     for key in TREND:
         diffs = {}
         for s in SEEDS:
             v = {b: (st.value("rils", b, s, key), st.value("clip", b, s, key)) for b in (600, 2400)}
             if all(x is not None for pair in v.values() for x in pair) and st.valid(600, s) and st.valid(2400, s):
                 diffs[s] = (v[2400][0] - v[2400][1]) - (v[600][0] - v[600][1])
-        out[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[key][2]}"] = verdict(diffs)
+        out[trend_claim(key)] = verdict(diffs)
     return out
 
 
@@ -218,32 +227,29 @@ def signed(x: float | None) -> str:
     return "–" if x is None else f"{x:+.3f}".replace("-", "−")
 
 
-def seed_list(seeds) -> str:
-    seeds = list(seeds)
-    return "none" if not seeds else ", ".join(map(str, seeds[:-1])) + (" and " if len(seeds) > 1 else "") + str(seeds[-1])
+def seed_list(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds[:-1])) + (" and " if len(seeds) > 1 else "") + str(seeds[-1])
 
 
-def summary(st: Study) -> str:
-    """README's sentences on the second round: verdict counts, mean paired deficits, the leader per dense
-    endpoint and the trend's gaps, every figure from the same kept files as the RESULTS.md block."""
-    verdicts = claims(st)
-    dense = {c: v for c, v in verdicts.items() if not c.startswith("RILS − CLIP at 2,400")}
+def summary(st: Study, verdicts: dict) -> str:
+    """README's sentences on the second round from the same study and verdicts as the RESULTS.md block:
+    verdict counts, mean paired deficits, the leader per dense endpoint and the trend's gaps."""
+    dense = {dense_claim(o, key): verdicts[dense_claim(o, key)] for key in DENSE for o in OTHERS}
     kinds = [v["verdict"].split(" (")[0] for v in dense.values()]
     counted = ", ".join(f"{kinds.count(k)} {k}" for k in ("holds", "refuted", "undecided") if kinds.count(k))
-    seeds600 = [s for s in SEEDS if all((st.res / f"{m}_600_s{s}.segment.json").is_file() for m in METHODS)]
     n = sorted({len(v["seeds"]) for v in dense.values()})
     per_claim = f"{n[0]} of {len(SEEDS)} seeds each" if len(n) == 1 else f"{n[0]}–{n[-1]} of {len(SEEDS)} seeds per claim"
     out = [f"At 600 steps ({per_claim}; docs/RESULTS.md gives each claim's) the twelve dense claims "
            f"read: {counted or 'none decided yet'}."]
     diffs = []
     for key in DENSE:
-        per = [f"{LABEL[o]} {signed(dense[f'RILS > {LABEL[o]} on {ENDPOINTS[key][2]} (600 steps)'].get('mean_diff'))}"
-               for o in ("clip", "mae", "mae_clip")]
+        per = [f"{LABEL[o]} {signed(dense[dense_claim(o, key)].get('mean_diff'))}" for o in OTHERS]
         diffs.append(f"{ENDPOINTS[key][2]} {', '.join(per)}")
     out.append("Mean paired RILS − other: " + "; ".join(diffs) + ".")
     leaders = {}
-    for key in DENSE:
-        means = {m: mean([st.value(m, 600, s, key) for s in seeds600]) for m in METHODS}
+    for key in DENSE:   # over the seeds every method has, so that no method's mean has a seed the others lack
+        complete = [s for s in SEEDS if all(st.value(m, 600, s, key) is not None for m in METHODS)]
+        means = {m: mean([st.value(m, 600, s, key) for s in complete]) for m in METHODS}
         if all(v is not None for v in means.values()):
             leaders.setdefault(LABEL[max(means, key=means.get)], []).append(ENDPOINTS[key][2])
     if len(leaders) == 1 and len(next(iter(leaders.values()))) == len(DENSE):
@@ -252,7 +258,7 @@ def summary(st: Study) -> str:
         out.append("Highest mean: " + "; ".join(f"{m} on {', '.join(ks)}" for m, ks in leaders.items()) + ".")
     gaps = []
     for key in TREND:
-        v = verdicts[f"RILS − CLIP at 2,400 > at 600 steps on {ENDPOINTS[key][2]}"]
+        v = verdicts[trend_claim(key)]
         if not v["seeds"]:
             continue
         g600, g2400 = (mean([st.value("rils", b, s, key) - st.value("clip", b, s, key) for s in v["seeds"]])
@@ -277,12 +283,13 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--write", action="store_true", help="write results/verdicts.json and docs/RESULTS.md's block")
     args = ap.parse_args(argv)
-    text, data = render(Study(args.results))
+    st = Study(args.results)
+    text, data = render(st)
     sys.stdout.write(text)
     if args.write:
         (args.results / "verdicts.json").write_text(json.dumps(data, indent=2) + "\n")
         replace_block(DOC, BEGIN, END, text)
-        replace_block(README, SUMMARY_BEGIN, SUMMARY_END, summary(Study(args.results)))
+        replace_block(README, SUMMARY_BEGIN, SUMMARY_END, summary(st, data["verdicts"]))
 
 
 if __name__ == "__main__":
