@@ -12,6 +12,7 @@ three registered seeds says how many it had.
                                                                    # README's summary sentences
     --results DIR: read another results folder (the tests' synthetic studies)"""
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -59,6 +60,10 @@ class Study:
             self._read[f] = json.loads(f.read_text()) if f.is_file() else None
         return self._read[f]
 
+    def ran(self, method: str, steps: int, seed: int) -> bool:
+        """Whether the run's pre-training-side record (NAME.json) exists: it was pre-trained and scored."""
+        return self._json(f"{method}_{steps}_s{seed}", "") is not None
+
     def value(self, method: str, steps: int, seed: int, endpoint: str) -> float | None:
         part, path, _ = ENDPOINTS[endpoint]
         return self.raw(method, steps, seed, part, *path)
@@ -69,6 +74,7 @@ class Study:
             node = node.get(key) if isinstance(node, dict) else None
         return None if node is None else float(node)
 
+    @functools.cache   # every claim's validity check asks again; the log is read once per seed and budget
     def clip_accuracy(self, steps: int, seed: int, last: int = 5) -> float | None:
         """Mean i2t_acc of the last `last` logged lines (log_every 10: the last 50 steps)."""
         f = self.res / f"clip_{steps}_s{seed}.metrics.jsonl"
@@ -212,7 +218,7 @@ def render(st: Study) -> tuple[str, dict]:
     p("| run | seeds | " + " | ".join(c[1] for c in cols) + " |\n|---|---|" + "---|" * len(cols))
     data["runs"] = {}
     for m, b in [(m, 600) for m in METHODS] + [("clip", 2400), ("rils", 2400)]:
-        cells, seeds_run = [], [s for s in SEEDS if (st.res / f"{m}_{b}_s{s}.json").is_file()]
+        cells, seeds_run = [], [s for s in SEEDS if st.ran(m, b, s)]
         for key, _ in cols:
             vals = [st.value(m, b, s, key) if key in ENDPOINTS else st.raw(m, b, s, "", key) for s in SEEDS]
             data["runs"].setdefault(f"{m}_{b}", {})[key] = vals
@@ -281,7 +287,7 @@ def replace_block(path: Path, begin: str, end: str, text: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=HERE / "results")
-    ap.add_argument("--write", action="store_true", help="write results/verdicts.json and docs/RESULTS.md's block")
+    ap.add_argument("--write", action="store_true", help="write results/verdicts.json, docs/RESULTS.md's block and README's summary")
     args = ap.parse_args(argv)
     st = Study(args.results)
     text, data = render(st)
