@@ -12,12 +12,12 @@ three registered seeds says how many it had.
                                                                    # README's summary sentences
     --results DIR: read another results folder (the tests' synthetic studies)"""
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from rils.viz import read_metrics
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[2] / "docs" / "RESULTS.md"
@@ -52,13 +52,16 @@ PAPER_T5 = {"mae": 23.16, "clip": 22.49, "slip": 21.91, "mae_clip": 23.72, "rils
 class Study:
     def __init__(self, res: Path):
         self.res = res
-        self._read: dict[Path, dict | None] = {}   # each record is read once, however many tables use it
+        self._read: dict[Path, object] = {}   # each file is read once, however many tables and claims use it
+
+    def _cached(self, f: Path, read):
+        if f not in self._read:
+            self._read[f] = read(f) if f.is_file() else None
+        return self._read[f]
 
     def _json(self, name: str, part: str):
-        f = self.res / (f"{name}.{part}.json" if part else f"{name}.json")
-        if f not in self._read:
-            self._read[f] = json.loads(f.read_text()) if f.is_file() else None
-        return self._read[f]
+        return self._cached(self.res / (f"{name}.{part}.json" if part else f"{name}.json"),
+                            lambda f: json.loads(f.read_text()))
 
     def ran(self, method: str, steps: int, seed: int) -> bool:
         """Whether the run's pre-training-side record (NAME.json) exists: it was pre-trained and scored."""
@@ -74,14 +77,10 @@ class Study:
             node = node.get(key) if isinstance(node, dict) else None
         return None if node is None else float(node)
 
-    @functools.cache   # every claim's validity check asks again; the log is read once per seed and budget
     def clip_accuracy(self, steps: int, seed: int, last: int = 5) -> float | None:
         """Mean i2t_acc of the last `last` logged lines (log_every 10: the last 50 steps)."""
-        f = self.res / f"clip_{steps}_s{seed}.metrics.jsonl"
-        if not f.is_file():
-            return None
-        vals = [r["i2t_acc"] for r in map(json.loads, filter(str.strip, f.read_text().splitlines()))
-                if "i2t_acc" in r][-last:]
+        records = self._cached(self.res / f"clip_{steps}_s{seed}.metrics.jsonl", read_metrics) or []
+        vals = [r["i2t_acc"] for r in records if "i2t_acc" in r][-last:]
         return float(np.mean(vals)) if vals else None
 
     def valid(self, steps: int, seed: int) -> bool:
